@@ -1,0 +1,1 @@
+"""Prefect flows: each one only wires the tasks in tasks/."""

@@ -1,0 +1,50 @@
+"""Both models, sharing the data stages:
+
+    download -> flatten -> tokenize -> group(clm) -> train-clm -> evaluate -> register
+                              \\-> tokenize -> group(mlm) -> train-mlm -> evaluate -> register
+
+The second tokenize is a cache hit whenever both models use the same tokenizer, so the
+tokenized dataset is shared. This is the default flow of `make run`:
+
+    python flows/both.py --config configs/default.yaml
+"""
+
+from prefect import flow
+
+from lmpipe.config import PipelineConfig
+from tasks.download import download
+from tasks.evaluate import evaluate
+from tasks.flatten import flatten
+from tasks.group import group
+from tasks.register import register
+from tasks.tokenize_texts import tokenize
+from tasks.train_clm import train_clm
+from tasks.train_mlm import train_mlm
+
+
+@flow(name="both")
+def both_flow(config: PipelineConfig = PipelineConfig()) -> list[str]:
+    """Train and register a causal LM and a masked LM. Returns the registration directories."""
+    raw = download(config)
+    flat = flatten(raw, config)
+
+    clm_tokens = tokenize(flat, config, "clm")
+    clm_blocks = group(clm_tokens, config, "clm")
+    clm_model = train_clm(clm_blocks, clm_tokens, config)
+    clm_metrics = evaluate(clm_model, clm_blocks, config, "clm")
+
+    mlm_tokens = tokenize(flat, config, "mlm")
+    mlm_blocks = group(mlm_tokens, config, "mlm")
+    mlm_model = train_mlm(mlm_blocks, mlm_tokens, config)
+    mlm_metrics = evaluate(mlm_model, mlm_blocks, config, "mlm")
+
+    # Register last, so a failure anywhere above leaves the registry untouched.
+    return [register(clm_model, clm_metrics, config, "clm"), register(mlm_model, mlm_metrics, config, "mlm")]
+
+
+if __name__ == "__main__":
+    import sys
+
+    from lmpipe.cli import main
+
+    sys.exit(main(["run", "both", *sys.argv[1:]]))

@@ -1,0 +1,1 @@
+"""Shared building blocks for the language-model pipeline: config, artifacts, devices, CLI."""

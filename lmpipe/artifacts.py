@@ -1,0 +1,112 @@
+"""Content-addressed artifact directories and the Prefect cache that sits on them.
+
+Each stage writes to `<root>/<stage>/<key>`, where key hashes everything that determines the
+output: the stage's config slice, the upstream artifact (whose directory name is already its
+fingerprint), and the code version. A stage returns that path, never the data.
+
+Prefect's cache record for a stage is stored *inside* the artifact directory. Deleting the
+directory therefore deletes the record too: the stage re-runs instead of returning a stale
+path, and there is no second cache to get out of step with the files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import sys
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+CACHE_RECORD = ".prefect-cache-record"
+MANIFEST = "artifact.json"
+
+# Library versions that change what a stage produces; part of every stage's code version.
+_OUTPUT_SHAPING_LIBRARIES = ("datasets", "tokenizers", "transformers", "torch")
+
+
+def fingerprint(value: Any, length: int = 16) -> str:
+    """Stable short hash of a JSON-able value (dict keys sorted)."""
+    canonical = json.dumps(value, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:length]
+
+
+def file_digest(path: Path, chunk_bytes: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(chunk_bytes):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def code_version(*source_files: str | Path) -> str:
+    """Hash of the given source files plus the libraries that shape outputs and the Python version."""
+    parts = [Path(f).read_text() for f in source_files]
+    parts += [f"{lib}=={_version_of(lib)}" for lib in _OUTPUT_SHAPING_LIBRARIES]
+    parts.append(sys.version.split()[0])
+    return fingerprint(parts)
+
+
+def _version_of(library: str) -> str:
+    try:
+        return metadata.version(library)
+    except metadata.PackageNotFoundError:
+        return "absent"
+
+
+def artifact_dir(root: str | Path, stage: str, inputs: dict[str, Any]) -> Path:
+    """Where a stage with these inputs writes; the same inputs always give the same directory."""
+    return Path(root).expanduser().resolve() / stage / fingerprint(inputs)
+
+
+def is_complete(directory: Path) -> bool:
+    """An artifact is complete once its manifest exists: it is written last, then the dir is renamed."""
+    return (directory / MANIFEST).is_file()
+
+
+def read_manifest(directory: str | Path) -> dict[str, Any]:
+    return json.loads((Path(directory) / MANIFEST).read_text())
+
+
+@contextmanager
+def building(final_dir: Path, stage: str, inputs: dict[str, Any]) -> Iterator[Path]:
+    """Yield a scratch directory; on success publish it atomically as `final_dir`.
+
+    On any error the scratch directory is removed, so nothing half-written is ever visible
+    under the final name.
+    """
+    final_dir.parent.mkdir(parents=True, exist_ok=True)
+    scratch = final_dir.parent / f".{final_dir.name}.building-{uuid.uuid4().hex[:8]}"
+    scratch.mkdir()
+    try:
+        yield scratch
+        (scratch / MANIFEST).write_text(json.dumps({"stage": stage, "inputs": inputs}, indent=2, default=str))
+        if final_dir.exists():  # a concurrent or earlier run finished first: keep its result
+            shutil.rmtree(scratch)
+        else:
+            scratch.rename(final_dir)
+    except BaseException:
+        shutil.rmtree(scratch, ignore_errors=True)
+        raise
+
+
+def cached_stage(output_dir_of: Callable[..., Path]) -> dict[str, Any]:
+    """Task options that key Prefect's cache by the stage's artifact directory.
+
+    `output_dir_of` takes the task's parameters and returns its output directory. The cache
+    record lives inside that directory (Prefect's local result storage rooted at '/').
+    """
+
+    def cache_key(_context: Any, parameters: dict[str, Any]) -> str:
+        return str(output_dir_of(**parameters) / CACHE_RECORD)
+
+    return dict(
+        cache_key_fn=cache_key,
+        persist_result=True,
+        result_storage=Path("/"),
+        result_serializer="json",
+    )

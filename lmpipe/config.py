@@ -1,0 +1,271 @@
+"""The one config tree: pydantic models loaded from YAML, with dotted command-line overrides.
+
+Flows take `PipelineConfig` as their only parameter, so a Prefect deployment draws it as a
+typed form with every field's description and default. Every default serves the offline demo.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class ConfigError(ValueError):
+    """A config that cannot run; the message is one line naming the field and the value."""
+
+
+class _Section(BaseModel):
+    # Unknown keys are typos, never silently ignored.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+# ---------------------------------------------------------------------------- data
+
+
+class DataConfig(_Section):
+    source: Literal["builtin", "local", "hub"] = Field(
+        "builtin",
+        description="Where the corpus comes from: 'builtin' (offline, generated from the Python "
+        "standard library's docstrings), 'local' (json/jsonl/csv/parquet/txt files) or 'hub' "
+        "(a Hugging Face Hub dataset id).",
+    )
+    path: str | None = Field(
+        None,
+        description="For source=hub: the dataset id (e.g. 'eli5_category'). For source=local: a file "
+        "path or glob (e.g. 'data/*.jsonl'). Unused for builtin.",
+    )
+    hub_config_name: str | None = Field(None, description="Hub dataset config name, if it has several.")
+    revision: str | None = Field(None, description="Hub dataset revision (branch, tag or commit sha).")
+    split: str = Field(
+        "train",
+        description="Split to load, with slicing: 'train', 'train[:5000]', 'train[:10%]'. "
+        "Local files load as split 'train'.",
+    )
+    format: Literal["auto", "json", "jsonl", "csv", "parquet", "txt"] = Field(
+        "auto", description="Local file format; 'auto' picks it from the file suffix."
+    )
+    builtin_documents: int = Field(
+        1000, gt=0, description="How many ELI5-shaped documents the builtin corpus holds (at most; the stdlib gives ~900)."
+    )
+    text_field: str = Field(
+        "answers.text",
+        description="Column holding the text after flatten (dotted for nested fields). A list of "
+        "strings is joined with spaces into one string per row, as the guide does.",
+    )
+    test_size: float = Field(0.2, gt=0, lt=1, description="Fraction held out for evaluation (0.2 as in the guide).")
+    seed: int = Field(42, description="Seed of the train/test split.")
+    block_size: int = Field(128, gt=1, description="Tokens per training block (128 as in the guide).")
+    remainder: Literal["drop", "pad"] = Field(
+        "drop",
+        description="What to do with the tail shorter than block_size: 'drop' it (as the guide "
+        "does) or 'pad' it into a last block whose padding is ignored by the loss.",
+    )
+    num_proc: int | None = Field(
+        None, ge=1, description="Processes for tokenize; None uses the cores this run was given (at most 4)."
+    )
+
+
+# ---------------------------------------------------------------------------- tokenizer
+
+
+class TokenizerConfig(_Section):
+    pretrained: str | None = Field(
+        None,
+        description="Pretrained tokenizer name or path for every model that names none of its own. "
+        "None trains a byte-level BPE on the train split.",
+    )
+    vocab_size: int = Field(
+        4096, ge=300, description="Vocabulary size of the trained BPE (byte-level needs >= 256 + specials)."
+    )
+    min_frequency: int = Field(2, ge=1, description="Minimum pair frequency for a BPE merge.")
+
+
+# ---------------------------------------------------------------------------- model
+
+
+class ModelConfig(_Section):
+    pretrained: str | None = Field(
+        None,
+        description="Pretrained model name or path to fine-tune (e.g. 'distilgpt2'). "
+        "None trains a small model from scratch with the sizes below.",
+    )
+    tokenizer: str | None = Field(
+        None,
+        description="Tokenizer for this model. None: the pretrained model's own, else the shared one.",
+    )
+    n_layers: int = Field(2, ge=1, description="Transformer layers (from scratch only).")
+    hidden_size: int = Field(128, ge=8, description="Hidden size (from scratch only).")
+    n_heads: int = Field(4, ge=1, description="Attention heads; must divide hidden_size (from scratch only).")
+    intermediate_size: int = Field(512, ge=8, description="Feed-forward size (from scratch only).")
+    max_positions: int = Field(256, ge=2, description="Position embeddings; block_size may not exceed it.")
+    dropout: float = Field(0.1, ge=0, lt=1, description="Dropout probability (from scratch only).")
+
+    @model_validator(mode="after")
+    def _heads_divide_hidden(self) -> ModelConfig:
+        if self.hidden_size % self.n_heads:
+            raise ValueError(
+                f"n_heads={self.n_heads} must divide hidden_size={self.hidden_size}"
+            )
+        return self
+
+
+class ModelsConfig(_Section):
+    clm: ModelConfig = Field(default_factory=ModelConfig, description="Causal LM (GPT-2 family).")
+    mlm: ModelConfig = Field(default_factory=ModelConfig, description="Masked LM (RoBERTa family).")
+
+
+# ---------------------------------------------------------------------------- train / eval
+
+
+class TrainConfig(_Section):
+    epochs: float = Field(3.0, gt=0, description="Passes over the training blocks.")
+    max_steps: int | None = Field(None, gt=0, description="Stop after this many optimizer steps (overrides epochs).")
+    learning_rate: float = Field(
+        1e-3, gt=0, description="Peak learning rate. 1e-3 suits tiny from-scratch models; the guide "
+        "fine-tunes pretrained ones with 2e-5."
+    )
+    weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay (0.01 as in the guide).")
+    warmup_ratio: float = Field(0.05, ge=0, lt=1, description="Fraction of steps spent warming up the learning rate.")
+    batch_size: int = Field(16, ge=1, description="Blocks per device per step.")
+    grad_accum: int = Field(1, ge=1, description="Gradient accumulation steps.")
+    mlm_probability: float = Field(0.15, gt=0, lt=1, description="Share of tokens masked for MLM (0.15 as in the guide).")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto", description="'auto': bf16 on CUDA where supported, else fp16; fp32 on CPU."
+    )
+    seed: int = Field(42, description="Seed of weight init, shuffling and masking.")
+    logging_steps: int = Field(10, ge=1, description="Report progress (loss, tokens/s) every this many steps.")
+
+
+class EvalConfig(_Section):
+    batch_size: int = Field(32, ge=1, description="Blocks per evaluation batch.")
+    mlm_seed: int = Field(1234, description="Seed of the MLM evaluation masking, so one model always gets one number.")
+    max_blocks: int | None = Field(None, ge=1, description="Evaluate on at most this many test blocks (None: all).")
+
+
+# ---------------------------------------------------------------------------- registry / artifacts
+
+
+class RegistryConfig(_Section):
+    tracking_uri: str | None = Field(
+        None,
+        description="MLflow tracking URI. None: $MLFLOW_TRACKING_URI if set, else a SQLite store "
+        "'mlflow.db' in the working directory.",
+    )
+    experiment: str = Field("lm-pipeline", description="MLflow experiment that holds the training runs.")
+    clm_model_name: str = Field("eli5-clm", min_length=1, description="Registered model name of the causal LM.")
+    mlm_model_name: str = Field("eli5-mlm", min_length=1, description="Registered model name of the masked LM.")
+
+
+class ArtifactsConfig(_Section):
+    root: str = Field(
+        "artifacts",
+        description="Root of the content-addressed artifact cache (relative paths resolve against "
+        "the working directory). Use shared storage when workers run on several machines.",
+    )
+
+
+# ---------------------------------------------------------------------------- root
+
+
+class PipelineConfig(_Section):
+    """Everything one pipeline run needs; the Prefect UI draws it as the run form."""
+
+    data: DataConfig = Field(default_factory=DataConfig, description="Corpus, split and blocks.")
+    tokenizer: TokenizerConfig = Field(default_factory=TokenizerConfig, description="Shared tokenizer.")
+    model: ModelsConfig = Field(default_factory=ModelsConfig, description="The two models.")
+    train: TrainConfig = Field(default_factory=TrainConfig, description="Training loop.")
+    eval: EvalConfig = Field(default_factory=EvalConfig, description="Perplexity evaluation.")
+    registry: RegistryConfig = Field(default_factory=RegistryConfig, description="MLflow registry.")
+    artifacts: ArtifactsConfig = Field(default_factory=ArtifactsConfig, description="Artifact cache.")
+
+    @model_validator(mode="after")
+    def _cross_field_checks(self) -> PipelineConfig:
+        if self.data.source in ("local", "hub") and not self.data.path:
+            raise ValueError(f"data.path is required when data.source={self.data.source!r}")
+        for name in ("clm", "mlm"):
+            limit = max_positions_of(getattr(self.model, name))
+            if limit is not None and self.data.block_size > limit:
+                raise ValueError(
+                    f"data.block_size={self.data.block_size} is larger than model.{name}'s "
+                    f"{limit} positions"
+                )
+        return self
+
+
+def max_positions_of(model: ModelConfig) -> int | None:
+    """Longest block a model can take; None when it cannot be known without the network."""
+    if model.pretrained is None:
+        return model.max_positions
+    config_file = Path(model.pretrained) / "config.json"
+    if not config_file.is_file():
+        return None  # a hub id: checked when the model is loaded
+    raw = json.loads(config_file.read_text())
+    positions = raw.get("n_positions") or raw.get("max_position_embeddings")
+    if positions is None:
+        return None
+    # RoBERTa-style models reserve padding_idx + 1 positions before the first token.
+    if raw.get("model_type") in ("roberta", "xlm-roberta", "camembert", "longformer"):
+        positions -= (raw.get("pad_token_id") or 1) + 1
+    return int(positions)
+
+
+# ---------------------------------------------------------------------------- loading
+
+
+def apply_override(tree: dict[str, Any], assignment: str) -> None:
+    """Apply one 'a.b.c=value' override in place; the value is parsed as YAML ('2' -> 2, 'null' -> None)."""
+    if "=" not in assignment:
+        raise ConfigError(f"override {assignment!r} must look like section.field=value")
+    dotted, raw_value = assignment.split("=", 1)
+    keys = dotted.strip().split(".")
+    node = tree
+    for key in keys[:-1]:
+        child = node.setdefault(key, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"override {dotted!r}: {key!r} is a value, not a section")
+        node = child
+    node[keys[-1]] = yaml.safe_load(raw_value) if raw_value.strip() else None
+
+
+def describe_validation_error(error: ValidationError) -> str:
+    """One line per problem: 'train.learning_rate = -1.0: Input should be greater than 0'."""
+    lines = []
+    for problem in error.errors():
+        field = ".".join(str(part) for part in problem["loc"]) or "config"
+        message = problem["msg"].removeprefix("Value error, ")
+        if problem["type"] == "extra_forbidden":
+            lines.append(f"unknown key {field!r}")
+        elif problem["loc"]:
+            lines.append(f"{field} = {problem.get('input')!r}: {message}")
+        else:
+            lines.append(message)
+    return "; ".join(lines)
+
+
+def validate_config(tree: dict[str, Any]) -> PipelineConfig:
+    try:
+        return PipelineConfig.model_validate(tree)
+    except ValidationError as error:
+        raise ConfigError(f"invalid config: {describe_validation_error(error)}") from None
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> PipelineConfig:
+    """Load a YAML config (None: all defaults), apply dotted overrides, validate."""
+    tree: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        try:
+            tree = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as error:
+            raise ConfigError(f"config file {path} is not valid YAML: {error}".replace("\n", " ")) from None
+        if not isinstance(tree, dict):
+            raise ConfigError(f"config file {path} must hold a mapping at the top level")
+    for assignment in overrides:
+        apply_override(tree, assignment)
+    return validate_config(tree)

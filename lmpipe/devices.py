@@ -1,0 +1,46 @@
+"""Pick the device and precision at run time, so one config runs on a laptop or a GPU pool."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+
+Precision = Literal["fp32", "bf16", "fp16"]
+
+
+@dataclass(frozen=True)
+class DevicePlan:
+    device: str  # "cuda" or "cpu"
+    precision: Precision
+    cpu_threads: int
+
+    def describe(self) -> str:
+        if self.device == "cuda":
+            return f"cuda ({torch.cuda.get_device_name(0)}), {self.precision}"
+        return f"cpu, {self.cpu_threads} threads, {self.precision}"
+
+
+def available_cores() -> int:
+    """Cores this process may use (cgroup/affinity aware), not the host's total."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS
+        return os.cpu_count() or 1
+
+
+def plan_device(requested: Literal["auto", "fp32", "bf16", "fp16"] = "auto") -> DevicePlan:
+    cores = available_cores()
+    if not torch.cuda.is_available():
+        # Half precision on CPU is slower than fp32 for training; honour an explicit bf16 only.
+        return DevicePlan("cpu", "bf16" if requested == "bf16" else "fp32", cores)
+    if requested == "auto":
+        requested = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return DevicePlan("cuda", requested, cores)
+
+
+def use_planned_threads(plan: DevicePlan) -> None:
+    if plan.device == "cpu":
+        torch.set_num_threads(plan.cpu_threads)

@@ -1,0 +1,99 @@
+"""Build the starting model for an objective: a pretrained checkpoint, or a small one from config.
+
+Training and evaluation both call these, so "the base model" evaluated is exactly the model
+training started from (same seed -> same random init).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoModelForMaskedLM,
+    GPT2Config,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+    RobertaConfig,
+    set_seed,
+)
+
+from lmpipe.config import ModelConfig
+from lmpipe.errors import PipelineInputError
+from lmpipe.hub import is_local_reference, require_hub
+
+Objective = Literal["clm", "mlm"]
+ROBERTA_POSITION_OFFSET = 2  # RoBERTa numbers positions from padding_idx + 1
+
+
+def gpt2_config(model: ModelConfig, tokenizer: PreTrainedTokenizerBase) -> GPT2Config:
+    return GPT2Config(
+        vocab_size=len(tokenizer),
+        n_positions=model.max_positions,
+        n_embd=model.hidden_size,
+        n_layer=model.n_layers,
+        n_head=model.n_heads,
+        n_inner=model.intermediate_size,
+        resid_pdrop=model.dropout,
+        embd_pdrop=model.dropout,
+        attn_pdrop=model.dropout,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+
+
+def roberta_config(model: ModelConfig, tokenizer: PreTrainedTokenizerBase) -> RobertaConfig:
+    if tokenizer.mask_token_id is None or tokenizer.pad_token_id is None:
+        raise PipelineInputError("model.mlm.tokenizer: a masked LM needs a tokenizer with mask and pad tokens")
+    return RobertaConfig(
+        vocab_size=len(tokenizer),
+        max_position_embeddings=model.max_positions + ROBERTA_POSITION_OFFSET,
+        hidden_size=model.hidden_size,
+        num_hidden_layers=model.n_layers,
+        num_attention_heads=model.n_heads,
+        intermediate_size=model.intermediate_size,
+        hidden_dropout_prob=model.dropout,
+        attention_probs_dropout_prob=model.dropout,
+        type_vocab_size=1,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+
+
+def _auto_class(objective: Objective):
+    return AutoModelForCausalLM if objective == "clm" else AutoModelForMaskedLM
+
+
+def build_base_model(objective: Objective, model: ModelConfig, tokenizer: PreTrainedTokenizerBase,
+                     seed: int, block_size: int) -> PreTrainedModel:
+    """The model training starts from; deterministic for a given seed."""
+    set_seed(seed)
+    if model.pretrained is None:
+        config = gpt2_config(model, tokenizer) if objective == "clm" else roberta_config(model, tokenizer)
+        return _auto_class(objective).from_config(config)
+    field = f"model.{objective}.pretrained"
+    if not is_local_reference(model.pretrained):
+        require_hub(f"model {model.pretrained!r}", field=field,
+                    alternatives="Point it at a local save_pretrained directory, or set it to null to train from scratch")
+    config = AutoConfig.from_pretrained(model.pretrained)
+    positions = getattr(config, "n_positions", None) or getattr(config, "max_position_embeddings", 0)
+    if config.model_type in ("roberta", "xlm-roberta", "camembert"):
+        positions -= ROBERTA_POSITION_OFFSET
+    if block_size > positions:
+        raise PipelineInputError(f"data.block_size={block_size} is larger than {field}={model.pretrained!r}'s {positions} positions")
+    loaded = _auto_class(objective).from_pretrained(model.pretrained)
+    if loaded.get_input_embeddings().num_embeddings < len(tokenizer):
+        loaded.resize_token_embeddings(len(tokenizer))
+    return loaded
+
+
+def count_parameters(model: PreTrainedModel) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def model_files_exist(directory: Path) -> bool:
+    return (directory / "config.json").is_file() and any(directory.glob("*.safetensors"))

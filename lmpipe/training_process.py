@@ -1,0 +1,140 @@
+"""Run training in its own process and relay its progress to the Prefect run logger.
+
+Training runs as a child process so that a crash, a segfault or an out-of-memory kill takes
+down only the child, never the Prefect worker. The same shape later lets the launcher swap
+`python -m` for `torchrun` (multi-GPU) and resume from checkpoints.
+
+Protocol: the child prints one JSON object per line on stdout, prefixed with PROGRESS_PREFIX;
+every other line (warnings, tracebacks) is relayed as-is.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+from collections import deque
+from pathlib import Path
+from collections.abc import Callable
+from typing import Any
+
+from transformers import TrainerCallback
+
+PROGRESS_PREFIX = "@@progress "
+_TAIL_LINES = 30
+
+
+class TrainingFailed(RuntimeError):
+    """The training process exited non-zero; the message carries the end of its output."""
+
+
+# ---------------------------------------------------------------------------- child side
+
+
+def emit(event: str, **fields: Any) -> None:
+    print(PROGRESS_PREFIX + json.dumps({"event": event, **fields}), flush=True)
+
+
+class ProgressCallback(TrainerCallback):
+    """Reports step, loss and tokens/s every logging step, from the child process."""
+
+    def __init__(self, tokens_per_step: int) -> None:
+        self.tokens_per_step = tokens_per_step
+        self._started = time.perf_counter()
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self._started = time.perf_counter()
+        emit("begin", max_steps=state.max_steps)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not logs or "loss" not in logs:
+            return
+        elapsed = time.perf_counter() - self._started
+        emit(
+            "step",
+            step=state.global_step,
+            max_steps=state.max_steps,
+            loss=round(float(logs["loss"]), 4),
+            learning_rate=logs.get("learning_rate"),
+            tokens_per_s=round(state.global_step * self.tokens_per_step / max(elapsed, 1e-9)),
+        )
+
+
+def child_main(train: Callable[[dict[str, Any]], None]) -> None:
+    """Entry point of a training process: `python -m tasks.train_xxx job.json`.
+
+    Bad input found in the child (a block_size too long for a pretrained model, an unreachable
+    Hub) is sent back as an event, so the parent raises the same one-line error.
+    """
+    from lmpipe.errors import is_input_error
+
+    job = json.loads(Path(sys.argv[1]).read_text())
+    try:
+        train(job)
+    except Exception as error:
+        if not is_input_error(error):
+            raise
+        emit("input_error", message=str(error))
+        sys.exit(2)
+
+
+# ---------------------------------------------------------------------------- parent side
+
+
+def _relay(line: str, log: logging.Logger | logging.LoggerAdapter, label: str) -> dict[str, Any] | None:
+    if not line.startswith(PROGRESS_PREFIX):
+        if line.strip():
+            log.debug(f"{label}: {line}")
+        return None
+    event = json.loads(line[len(PROGRESS_PREFIX):])
+    if event["event"] == "step":
+        log.info(
+            f"{label}: step {event['step']}/{event['max_steps']} loss {event['loss']:.4f} "
+            f"{event['tokens_per_s']:,} tokens/s"
+        )
+    elif event["event"] == "begin":
+        log.info(f"{label}: training for {event['max_steps']} steps")
+    elif event["event"] != "input_error":
+        log.info(f"{label}: {event}")
+    return event
+
+
+def run_training_process(module: str, job: dict[str, Any], job_file: Path,
+                         log: logging.Logger | logging.LoggerAdapter, label: str) -> None:
+    """Run `python -m <module> <job_file>` and stream its progress; raise TrainingFailed on error."""
+    job_file.write_text(json.dumps(job, indent=2))
+    project_root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(project_root), os.environ.get("PYTHONPATH")])),
+           "PYTHONUNBUFFERED": "1"}
+    command = [sys.executable, "-m", module, str(job_file)]
+    log.info(f"{label}: launching {' '.join(command[1:3])} (pid follows)")
+    tail: deque[str] = deque(maxlen=_TAIL_LINES)
+    input_error: str | None = None
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                          cwd=os.getcwd()) as child:
+        log.info(f"{label}: training process pid {child.pid}")
+        try:
+            assert child.stdout is not None
+            for raw in child.stdout:
+                line = raw.rstrip("\n")
+                tail.append(line)
+                event = _relay(line, log, label)
+                if event and event["event"] == "input_error":
+                    input_error = event["message"]
+        except BaseException:
+            child.kill()  # never leave an orphaned trainer holding the GPU
+            raise
+        returncode = child.wait()
+    if input_error is not None:
+        from lmpipe.errors import PipelineInputError
+
+        raise PipelineInputError(input_error)
+    if returncode != 0:
+        output = [line for line in tail if line.strip() and not line.startswith(PROGRESS_PREFIX)]
+        log.error(f"{label}: last output of the training process:\n" + "\n".join(output))
+        reason = "killed (out of memory?)" if returncode in (-9, 137) else f"exit code {returncode}"
+        last_line = output[-1].strip() if output else "no output"
+        raise TrainingFailed(f"{label}: training process failed ({reason}): {last_line}")

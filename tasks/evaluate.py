@@ -1,0 +1,145 @@
+"""evaluate: perplexity of the base and the trained model on the held-out test blocks.
+
+Perplexity = exp(token-weighted mean loss). The Trainer's eval_loss averages per-batch means,
+which over-weights a short last batch and padded blocks; we sum the loss over every predicted
+token instead. MLM masking uses a fixed seed and a fresh collator per model, so base and
+trained models see the same masks and one model always gets one number.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from datasets import Dataset, load_from_disk
+from prefect import get_run_logger, task
+from torch.utils.data import DataLoader
+from transformers import (
+    AutoModelForCausalLM,
+    AutoModelForMaskedLM,
+    AutoTokenizer,
+    DataCollatorForLanguageModeling,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
+
+from lmpipe import models
+from lmpipe.artifacts import artifact_dir, building, cached_stage, code_version, is_complete
+from lmpipe.config import PipelineConfig
+from lmpipe.devices import plan_device, use_planned_threads
+from lmpipe.errors import PipelineInputError
+
+_log = logging.getLogger(__name__)
+
+Objective = Literal["clm", "mlm"]
+IGNORE_INDEX = -100
+
+
+def perplexity_from_loss(loss: float) -> float:
+    """exp(loss), with the overflow guard run_clm.py uses: a huge loss is infinite perplexity."""
+    try:
+        return math.exp(loss)
+    except OverflowError:
+        return float("inf")
+
+
+def eval_collator(objective: Objective, tokenizer: PreTrainedTokenizerBase, mlm_probability: float,
+                  mlm_seed: int) -> DataCollatorForLanguageModeling:
+    if objective == "clm":
+        return DataCollatorForLanguageModeling(tokenizer=tokenizer, mlm=False)
+    return DataCollatorForLanguageModeling(tokenizer=tokenizer, mlm_probability=mlm_probability, seed=mlm_seed)
+
+
+@torch.no_grad()
+def token_weighted_loss(model: PreTrainedModel, blocks: Dataset, collator: DataCollatorForLanguageModeling,
+                        objective: Objective, batch_size: int, device: str) -> tuple[float, int]:
+    """(mean loss per predicted token, number of predicted tokens)."""
+    model.to(device).eval()
+    features = blocks.select_columns(["input_ids", "attention_mask"])
+    loader = DataLoader(features, batch_size=batch_size, collate_fn=collator, shuffle=False)
+    loss_sum, tokens = 0.0, 0
+    for batch in loader:
+        batch = {k: v.to(device) for k, v in batch.items()}
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits  # (batch, block, vocab)
+        labels = batch["labels"]  # (batch, block)
+        if objective == "clm":  # token t predicts token t+1
+            logits, labels = logits[:, :-1], labels[:, 1:]
+        loss_sum += F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=IGNORE_INDEX,
+                                    reduction="sum").item()
+        tokens += int((labels != IGNORE_INDEX).sum())
+    if tokens == 0:
+        raise PipelineInputError("eval: the test blocks hold no token to predict; add data or lower data.block_size")
+    return loss_sum / tokens, tokens
+
+
+def evaluate_models(objective: Objective, model_dir: Path, blocks_dir: Path, config: PipelineConfig,
+                    log: logging.Logger | logging.LoggerAdapter = _log) -> dict[str, Any]:
+    """Perplexity of the trained model in model_dir and of the base model it started from."""
+    plan = plan_device("fp32")  # evaluate in full precision: the number is what reviewers compare
+    use_planned_threads(plan)
+    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    test = load_from_disk(str(blocks_dir / "dataset"))["test"]
+    if config.eval.max_blocks is not None:
+        test = test.select(range(min(config.eval.max_blocks, len(test))))
+
+    def loss_of(model: PreTrainedModel) -> tuple[float, int]:
+        collator = eval_collator(objective, tokenizer, config.train.mlm_probability, config.eval.mlm_seed)
+        return token_weighted_loss(model, test, collator, objective, config.eval.batch_size, plan.device)
+
+    auto = AutoModelForCausalLM if objective == "clm" else AutoModelForMaskedLM
+    trained_loss, tokens = loss_of(auto.from_pretrained(str(model_dir)))
+    model_config = getattr(config.model, objective)
+    base = models.build_base_model(objective, model_config, tokenizer, config.train.seed, config.data.block_size)
+    base_loss, _ = loss_of(base)
+    metrics = {
+        "objective": objective,
+        "eval_loss": trained_loss,
+        "perplexity": perplexity_from_loss(trained_loss),
+        "base_eval_loss": base_loss,
+        "base_perplexity": perplexity_from_loss(base_loss),
+        "eval_tokens": tokens,
+        "eval_blocks": len(test),
+        "eval_set": eval_set_fingerprint(blocks_dir, config),
+    }
+    log.info(f"evaluate {objective}: perplexity {metrics['perplexity']:.2f} (base {metrics['base_perplexity']:.2f}) "
+             f"over {tokens} tokens in {len(test)} test blocks")
+    return metrics
+
+
+def eval_set_fingerprint(blocks_dir: Path, config: PipelineConfig) -> str:
+    """Identifies the exact evaluation set: same blocks, same cap, same masking seed."""
+    from lmpipe.artifacts import fingerprint
+
+    return fingerprint({"blocks": Path(blocks_dir).name, "max_blocks": config.eval.max_blocks,
+                        "mlm_seed": config.eval.mlm_seed, "mlm_probability": config.train.mlm_probability})
+
+
+# ---------------------------------------------------------------------------- task
+
+
+def evaluate_output_dir(model_dir: str, blocks_dir: str, config: PipelineConfig, objective: Objective) -> Path:
+    inputs = {
+        "model": Path(model_dir).name,
+        "eval_set": eval_set_fingerprint(Path(blocks_dir), config),
+        "batch_size": config.eval.batch_size,
+        "code": code_version(__file__, models.__file__),
+    }
+    return artifact_dir(config.artifacts.root, f"evaluate-{objective}", inputs)
+
+
+@task(name="evaluate", **cached_stage(evaluate_output_dir))
+def evaluate(model_dir: str, blocks_dir: str, config: PipelineConfig, objective: Objective) -> str:
+    """Perplexity of base and trained model on the test blocks; returns the directory holding metrics.json."""
+    out = evaluate_output_dir(model_dir, blocks_dir, config, objective)
+    if not is_complete(out):
+        with building(out, "evaluate", {"model": model_dir, "blocks": blocks_dir}) as scratch:
+            metrics = evaluate_models(objective, Path(model_dir), Path(blocks_dir), config, get_run_logger())
+            (scratch / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    return str(out)

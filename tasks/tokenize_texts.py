@@ -1,0 +1,151 @@
+"""tokenize: turn text into token ids with a fast tokenizer, pretrained or trained here.
+
+With no pretrained tokenizer configured, a byte-level BPE is trained on the train split. It
+carries every special token both objectives need (bos/eos for CLM, mask and pad for MLM), and
+wraps each text as `<s> text </s>` so documents stay separated once group concatenates them.
+
+The artifact is keyed by the tokenizer, not the objective, so CLM and MLM share one tokenized
+dataset whenever they use the same tokenizer.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Literal
+
+from datasets import Dataset, DatasetDict, load_from_disk
+from prefect import get_run_logger, task
+from tokenizers import AddedToken, ByteLevelBPETokenizer
+from tokenizers.processors import RobertaProcessing
+from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
+
+from lmpipe.artifacts import artifact_dir, building, cached_stage, code_version, file_digest, is_complete
+from lmpipe.config import PipelineConfig
+from lmpipe.devices import available_cores
+from lmpipe.errors import PipelineInputError
+from lmpipe.hub import is_local_reference, require_hub
+from tasks.flatten import TEXT_COLUMN
+
+_log = logging.getLogger(__name__)
+
+Objective = Literal["clm", "mlm"]
+SPECIAL_TOKENS = {"bos_token": "<s>", "pad_token": "<pad>", "eos_token": "</s>", "unk_token": "<unk>", "mask_token": "<mask>"}
+
+
+# ---------------------------------------------------------------------------- which tokenizer
+
+
+def tokenizer_source(config: PipelineConfig, objective: Objective) -> str | None:
+    """Name or path of the tokenizer for `objective`; None means 'train one here'."""
+    model = getattr(config.model, objective)
+    return model.tokenizer or model.pretrained or config.tokenizer.pretrained
+
+
+def tokenizer_identity(config: PipelineConfig, objective: Objective) -> dict[str, Any]:
+    source = tokenizer_source(config, objective)
+    if source is None:
+        return {"trained_bpe": {"vocab_size": config.tokenizer.vocab_size, "min_frequency": config.tokenizer.min_frequency}}
+    if is_local_reference(source):
+        root = Path(source).expanduser()
+        return {"local": {str(f.relative_to(root)): file_digest(f) for f in sorted(root.rglob("*")) if f.is_file()}}
+    return {"hub": source}
+
+
+# ---------------------------------------------------------------------------- building one
+
+
+def _text_batches(texts: Dataset, batch_rows: int = 1000) -> Iterator[list[str]]:
+    for start in range(0, len(texts), batch_rows):
+        yield texts[start : start + batch_rows][TEXT_COLUMN]
+
+
+def train_bpe_tokenizer(texts: Dataset, vocab_size: int, min_frequency: int) -> PreTrainedTokenizerFast:
+    """Byte-level BPE trained on `texts`, with RoBERTa-style specials usable for CLM and MLM."""
+    bpe = ByteLevelBPETokenizer()
+    specials = [SPECIAL_TOKENS[k] for k in ("bos_token", "pad_token", "eos_token", "unk_token", "mask_token")]
+    bpe.train_from_iterator(_text_batches(texts), vocab_size=vocab_size, min_frequency=min_frequency,
+                            special_tokens=specials, show_progress=False)
+    bpe.post_processor = RobertaProcessing(
+        (SPECIAL_TOKENS["eos_token"], bpe.token_to_id(SPECIAL_TOKENS["eos_token"])),  # sep
+        (SPECIAL_TOKENS["bos_token"], bpe.token_to_id(SPECIAL_TOKENS["bos_token"])),  # cls
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=bpe._tokenizer,
+        # lstrip lets "a <mask> b" mask the word with its leading space, as RoBERTa does.
+        **{**SPECIAL_TOKENS, "mask_token": AddedToken(SPECIAL_TOKENS["mask_token"], lstrip=True)},
+    )
+
+
+def load_pretrained_tokenizer(name_or_path: str, field: str) -> PreTrainedTokenizerBase:
+    if not is_local_reference(name_or_path):
+        require_hub(f"tokenizer {name_or_path!r}", field=field,
+                    alternatives="Point it at a local save_pretrained directory, or set it to null to train one here")
+    tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+    if not tokenizer.is_fast:
+        raise PipelineInputError(f"{field}={name_or_path!r} has no fast tokenizer; batched tokenization needs one")
+    return tokenizer
+
+
+def build_tokenizer(config: PipelineConfig, objective: Objective, train_texts: Dataset) -> PreTrainedTokenizerBase:
+    source = tokenizer_source(config, objective)
+    if source is None:
+        return train_bpe_tokenizer(train_texts, config.tokenizer.vocab_size, config.tokenizer.min_frequency)
+    return load_pretrained_tokenizer(source, field=f"model.{objective}.tokenizer")
+
+
+# ---------------------------------------------------------------------------- tokenizing
+
+
+def _encode_batch(batch: dict[str, list[str]], tokenizer: PreTrainedTokenizerBase) -> dict[str, Any]:
+    # No truncation: group concatenates and re-cuts, so nothing is lost (the guide truncated to
+    # the model length here, which throws the tail of long answers away).
+    encoded = tokenizer(batch[TEXT_COLUMN], verbose=False)
+    return {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"]}
+
+
+def tokenize_splits(splits: DatasetDict, tokenizer: PreTrainedTokenizerBase, num_proc: int) -> DatasetDict:
+    """input_ids and attention_mask per row; every other column is dropped."""
+    rows = min(len(splits[s]) for s in splits)
+    return splits.map(
+        _encode_batch,
+        batched=True,
+        num_proc=max(1, min(num_proc, rows)),  # more processes than rows only costs start-up time
+        fn_kwargs={"tokenizer": tokenizer},
+        remove_columns=splits["train"].column_names,
+        desc="tokenize",
+    )
+
+
+def tokenize_dataset(flat_dir: Path, config: PipelineConfig, objective: Objective, out_dir: Path,
+                     log: logging.Logger | logging.LoggerAdapter = _log) -> DatasetDict:
+    splits = load_from_disk(str(flat_dir / "dataset"))
+    tokenizer = build_tokenizer(config, objective, splits["train"])
+    tokenizer.save_pretrained(str(out_dir / "tokenizer"))
+    num_proc = config.data.num_proc or min(available_cores(), 4)
+    tokenized = tokenize_splits(splits, tokenizer, num_proc)
+    tokenized.save_to_disk(str(out_dir / "dataset"))
+    tokens = {s: sum(len(ids) for ids in tokenized[s]["input_ids"]) for s in ("train", "test")}
+    source = tokenizer_source(config, objective) or f"BPE trained here (vocab {len(tokenizer)})"
+    log.info(f"tokenize: {source}; tokens {tokens} with {num_proc} processes")
+    return tokenized
+
+
+# ---------------------------------------------------------------------------- task
+
+
+def tokenize_output_dir(flat_dir: str, config: PipelineConfig, objective: Objective) -> Path:
+    # The objective is deliberately absent: one tokenizer -> one artifact, shared by CLM and MLM.
+    inputs = {"upstream": Path(flat_dir).name, "tokenizer": tokenizer_identity(config, objective), "code": code_version(__file__)}
+    return artifact_dir(config.artifacts.root, "tokenize", inputs)
+
+
+@task(name="tokenize", **cached_stage(tokenize_output_dir))
+def tokenize(flat_dir: str, config: PipelineConfig, objective: Objective) -> str:
+    """Tokenize the text column (training a BPE first if no tokenizer is given); returns the artifact directory."""
+    out = tokenize_output_dir(flat_dir, config, objective)
+    if not is_complete(out):
+        with building(out, "tokenize", {"upstream": flat_dir, "tokenizer": tokenizer_identity(config, objective)}) as scratch:
+            tokenize_dataset(Path(flat_dir), config, objective, scratch, get_run_logger())
+    return str(out)
