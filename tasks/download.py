@@ -58,7 +58,9 @@ def load_source(data: DataConfig, cache_dir: Path) -> Dataset:
         builder = builder_for(files, data.format)
         try:
             return load_dataset(builder, data_files=[str(f) for f in files], split=data.split, cache_dir=str(cache_dir))
-        except ValueError as error:  # bad split slice, unreadable rows
+        except ValueError as error:  # no rows, a bad split slice, unreadable rows
+            if "corresponds to no data" in str(error):  # what `datasets` says of an empty split
+                raise PipelineInputError(f"data: local dataset {data.path!r} split {data.split!r} has 0 rows") from None
             raise PipelineInputError(f"data: cannot read {data.path!r} as {builder}: {error}") from error
     require_hub(
         f"dataset {data.path!r}",

@@ -82,8 +82,15 @@ def group_splits(tokenized: DatasetDict, block_size: int, remainder: Remainder, 
         remove_columns=tokenized["train"].column_names,
         desc=f"group into {block_size}-token blocks",
     ).with_format(None)
-    dropped = {split: int(pa.compute.sum(grouped[split].data.column("dropped_tokens")).as_py() or 0) for split in grouped}
-    return grouped.remove_columns("dropped_tokens"), dropped
+    dropped = {split: _dropped_tokens(grouped[split], tokenized[split]) for split in grouped}
+    return grouped.remove_columns([c for c in ("dropped_tokens",) if c in grouped["train"].column_names]), dropped
+
+
+def _dropped_tokens(blocks, tokenized) -> int:
+    if "dropped_tokens" in blocks.column_names:
+        return int(pa.compute.sum(blocks.data.column("dropped_tokens")).as_py() or 0)
+    # No batch made a block, so map() returned no columns at all: every token was dropped.
+    return int(pa.compute.sum(pa.compute.list_value_length(tokenized.data.column("input_ids"))).as_py() or 0)
 
 
 def group_dataset(tokenize_dir: Path, block_size: int, remainder: Remainder, with_labels: bool, out_dir: Path,
@@ -93,7 +100,7 @@ def group_dataset(tokenize_dir: Path, block_size: int, remainder: Remainder, wit
     grouped, dropped = group_splits(tokenized, block_size, remainder, pad_id, with_labels)
     for split in ("train", "test"):
         if len(grouped[split]) == 0:
-            tokens = sum(len(ids) for ids in tokenized[split]["input_ids"])
+            tokens = dropped[split]
             raise PipelineInputError(
                 f"data.block_size={block_size}: the {split} split has {tokens} tokens, too few for one block; "
                 "lower data.block_size, set data.remainder=pad, or add data"

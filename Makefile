@@ -1,0 +1,52 @@
+# Two commands on a fresh machine:
+#   make run    # create .venv, install, train + register both models on the offline default
+#   make test   # create .venv, install, run the test suite
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | sha1sum | cut -c1-12)
+CONFIG ?= configs/default.yaml
+FLOW ?= both
+SET ?=
+
+# Local runs are offline and private: no telemetry, Prefect state kept in the project folder.
+export DO_NOT_TRACK := 1
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+export MLFLOW_DISABLE_TELEMETRY := true
+export HF_HUB_DISABLE_TELEMETRY := 1
+export PREFECT_HOME ?= $(CURDIR)/.prefect
+
+.PHONY: install run test test-unit test-integration bench constraints clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	# torch first and pinned: an unpinned torch pulls several GB of CUDA wheels.
+	$(BIN)/python -m pip install --quiet -c constraints.txt torch
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test]'
+	rm -f $(VENV)/.installed-* && touch $@
+
+run: install
+	$(BIN)/lmpipe run $(FLOW) --config $(CONFIG) $(foreach s,$(SET),--set $(s))
+
+test: install
+	$(BIN)/python -m pytest -q -rs
+
+test-unit: install
+	$(BIN)/python -m pytest -q tests/unit
+
+test-integration: install
+	$(BIN)/python -m pytest -q -rs tests/integration
+
+bench: install
+	$(BIN)/python bench/group_bench.py
+
+constraints: install
+	$(BIN)/python -m pip freeze --exclude-editable | grep -v '^torch==' > constraints.txt.new
+	echo "torch==$$($(BIN)/python -c 'import torch; print(torch.__version__.split("+")[0])')" >> constraints.txt.new
+	mv constraints.txt.new constraints.txt
+
+clean:
+	rm -rf artifacts mlartifacts mlflow.db .prefect .pytest_cache

@@ -1,0 +1,50 @@
+"""Read back what a flow run did: its task runs' states from the Prefect API, versions from MLflow."""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from uuid import UUID
+
+from pathlib import Path
+
+from mlflow import MlflowClient
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+from prefect.client.schemas.sorting import TaskRunSort
+
+from lmpipe.config import PipelineConfig, load_config
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+
+def tiny_config(workspace: Path, *overrides: str) -> PipelineConfig:
+    """configs/tiny.yaml with its artifacts and MLflow store inside the test's workspace."""
+    return load_config(
+        PROJECT_ROOT / "configs" / "tiny.yaml",
+        [f"artifacts.root={workspace / 'artifacts'}", f"registry.tracking_uri=sqlite:///{workspace / 'mlflow.db'}",
+         *overrides],
+    )
+
+
+def task_states(flow_run_id: UUID) -> dict[str, list[str]]:
+    """{'download': ['Cached'], 'tokenize': ['Completed', 'Cached'], ...} in run order."""
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])),
+            sort=TaskRunSort.EXPECTED_START_TIME_ASC,
+            limit=200,
+        )
+    states: dict[str, list[str]] = defaultdict(list)
+    for run in runs:
+        task_name = re.sub(r"-[0-9a-f]{3}$", "", run.name)  # 'train-clm-4a2' -> 'train-clm'
+        states[task_name].append(run.state.name)
+    return dict(states)
+
+
+def registered_versions(tracking_uri: str) -> dict[str, list[int]]:
+    client = MlflowClient(tracking_uri)
+    return {
+        model.name: sorted(int(v.version) for v in client.search_model_versions(f"name = '{model.name}'"))
+        for model in client.search_registered_models()
+    }

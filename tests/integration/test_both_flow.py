@@ -1,0 +1,91 @@
+"""The both-models flow end to end on a tiny config: real Prefect server, MLflow SQLite store, real models."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+
+import pytest
+from pipeline_probe import registered_versions, task_states, tiny_config
+
+from flows.both import both_flow
+
+pytestmark = pytest.mark.integration
+
+ALL_STAGES = ["download", "flatten", "tokenize", "group", "train-clm", "train-mlm", "evaluate", "register"]
+
+
+def run(config):
+    state = both_flow(config, return_state=True)
+    assert state.is_completed(), state.message
+    return state.result(), task_states(state.state_details.flow_run_id)
+
+
+def test_first_run_registers_both_models_then_reruns_are_cached_until_block_size_changes(workspace):
+    config = tiny_config(workspace)
+    uri = config.registry.tracking_uri
+
+    # 1. First run: every stage runs; the second tokenize is the shared artifact (a cache hit).
+    registrations, states = run(config)
+    assert sorted(states) == sorted(ALL_STAGES)
+    assert states["download"] == ["Completed"] and states["train-clm"] == ["Completed"]
+    assert states["tokenize"] == ["Completed", "Cached"], "CLM and MLM should share one tokenized dataset"
+    assert registered_versions(uri) == {"eli5-clm": [1], "eli5-mlm": [1]}
+    for registration_dir in registrations:
+        registration = json.loads((Path(registration_dir) / "registration.json").read_text())
+        assert math.isfinite(registration["perplexity"]) and registration["perplexity"] > 1
+        assert registration["base_perplexity"] > registration["perplexity"]
+
+    # 2. Same config again: every stage is Cached and no version is added.
+    _, states = run(config)
+    assert {name: set(s) for name, s in states.items()} == {name: {"Cached"} for name in ALL_STAGES}
+    assert registered_versions(uri) == {"eli5-clm": [1], "eli5-mlm": [1]}
+
+    # 3. A new block_size re-runs group and everything after it, but not download/flatten/tokenize.
+    _, states = run(tiny_config(workspace, "data.block_size=16"))
+    for stage in ("download", "flatten", "tokenize"):
+        assert set(states[stage]) == {"Cached"}, stage
+    for stage in ("group", "train-clm", "train-mlm", "evaluate", "register"):
+        assert set(states[stage]) == {"Completed"}, stage
+    assert registered_versions(uri) == {"eli5-clm": [1, 2], "eli5-mlm": [1, 2]}
+
+
+def test_version_metadata_in_mlflow(workspace):
+    from mlflow import MlflowClient
+
+    config = tiny_config(workspace)
+    state = both_flow(config, return_state=True)
+    assert state.is_completed(), state.message
+    client = MlflowClient(config.registry.tracking_uri)
+    version = client.get_model_version("eli5-clm", "1")
+    assert version.tags["prefect.flow_run_id"] == str(state.state_details.flow_run_id)
+    assert version.tags["data.block_size"] == "32"
+    assert version.tags["data.fingerprint"]
+    run = client.get_run(version.run_id)
+    for metric in ("perplexity", "base_perplexity", "eval_loss", "train_loss", "train_tokens", "train_runtime_s"):
+        assert math.isfinite(run.data.metrics[metric]), metric
+    assert run.data.params["data.block_size"] == "32"
+    assert run.data.params["train.learning_rate"] == str(config.train.learning_rate)
+
+    # The registered model loads back as a transformers pipeline and generates text.
+    import mlflow
+
+    generator = mlflow.transformers.load_model("models:/eli5-clm/1")
+    out = generator("Return the", max_new_tokens=5, do_sample=False)
+    assert out[0]["generated_text"].startswith("Return the")
+
+
+def test_deleted_artifact_directory_reruns_that_stage_only(workspace):
+    config = tiny_config(workspace)
+    run(config)
+    group_root = workspace / "artifacts" / "group"
+    for directory in group_root.iterdir():
+        shutil.rmtree(directory)  # both the CLM and the MLM blocks
+
+    _, states = run(config)
+    assert set(states["group"]) == {"Completed"}, "a deleted artifact must be rebuilt, never a stale hit"
+    for stage in ("download", "flatten", "tokenize", "train-clm", "train-mlm", "evaluate", "register"):
+        assert set(states[stage]) == {"Cached"}, stage
+    assert registered_versions(config.registry.tracking_uri) == {"eli5-clm": [1], "eli5-mlm": [1]}

@@ -1,0 +1,165 @@
+"""lmpipe.artifacts: fingerprints, artifact directories, atomic publishing and the cache key."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+
+from lmpipe.artifacts import (
+    CACHE_RECORD,
+    MANIFEST,
+    artifact_dir,
+    building,
+    cached_stage,
+    code_version,
+    file_digest,
+    fingerprint,
+    is_complete,
+    read_manifest,
+)
+
+# ---------------------------------------------------------------------------- fingerprints
+
+
+def test_fingerprint_is_a_short_sha256_of_canonical_json():
+    expected = hashlib.sha256(b'{"a":1,"b":[1,2]}').hexdigest()[:16]
+    assert fingerprint({"b": [1, 2], "a": 1}) == expected
+
+
+def test_fingerprint_ignores_dict_key_order_at_every_level():
+    one = {"stage": "group", "inputs": {"block_size": 128, "remainder": "drop"}, "code": "abc"}
+    other = {"code": "abc", "inputs": {"remainder": "drop", "block_size": 128}, "stage": "group"}
+    assert fingerprint(one) == fingerprint(other)
+
+
+def test_fingerprint_changes_with_any_value():
+    base = {"block_size": 128, "remainder": "drop"}
+    assert fingerprint(base) != fingerprint({**base, "block_size": 64})
+    assert fingerprint(base) != fingerprint({**base, "remainder": "pad"})
+    assert fingerprint([1, 2]) != fingerprint([2, 1])  # list order is meaningful
+
+
+def test_fingerprint_length_and_non_json_values():
+    assert len(fingerprint("x")) == 16
+    assert len(fingerprint("x", length=8)) == 8
+    assert fingerprint({"path": Path("/a/b")}) == fingerprint({"path": "/a/b"})  # default=str
+
+
+def test_file_digest_is_sha256_of_the_contents(tmp_path):
+    path = tmp_path / "data.bin"
+    payload = bytes(range(256)) * 10_000  # spans several read chunks with a small chunk size
+    path.write_bytes(payload)
+    assert file_digest(path, chunk_bytes=4096) == hashlib.sha256(payload).hexdigest()
+
+
+def test_code_version_tracks_source_contents(tmp_path):
+    source = tmp_path / "stage.py"
+    source.write_text("VALUE = 1\n")
+    before = code_version(source)
+    assert code_version(source) == before
+    source.write_text("VALUE = 2\n")
+    assert code_version(source) != before
+
+
+# ---------------------------------------------------------------------------- artifact directories
+
+
+def test_artifact_dir_is_deterministic_and_content_addressed(tmp_path):
+    inputs = {"upstream": "abc", "block_size": 128}
+    first = artifact_dir(tmp_path, "group", inputs)
+    assert first == artifact_dir(tmp_path, "group", {"block_size": 128, "upstream": "abc"})
+    assert first == tmp_path.resolve() / "group" / fingerprint(inputs)
+
+
+def test_artifact_dir_differs_when_inputs_or_stage_differ(tmp_path):
+    inputs = {"upstream": "abc", "block_size": 128}
+    base = artifact_dir(tmp_path, "group", inputs)
+    assert artifact_dir(tmp_path, "group", {**inputs, "block_size": 64}) != base
+    assert artifact_dir(tmp_path, "group", {**inputs, "upstream": "abd"}) != base
+    assert artifact_dir(tmp_path, "tokenize", inputs).name == base.name  # same key, other stage folder
+    assert artifact_dir(tmp_path, "tokenize", inputs) != base
+
+
+def test_relative_root_resolves_against_the_working_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    directory = artifact_dir("artifacts", "download", {"x": 1})
+    assert directory.is_absolute()
+    assert directory.parent.parent == tmp_path.resolve() / "artifacts"
+
+
+# ---------------------------------------------------------------------------- atomic publishing
+
+
+def test_building_publishes_the_scratch_dir_with_a_manifest(tmp_path):
+    final = tmp_path / "stage" / "key"
+    with building(final, "stage", {"upstream": "u", "n": 1}) as scratch:
+        assert scratch.parent == final.parent and scratch != final
+        assert not final.exists()  # nothing visible under the final name while building
+        (scratch / "out.txt").write_text("result")
+    assert (final / "out.txt").read_text() == "result"
+    assert is_complete(final)
+    assert read_manifest(final) == {"stage": "stage", "inputs": {"upstream": "u", "n": 1}}
+    assert sorted(p.name for p in final.parent.iterdir()) == ["key"]  # no scratch left behind
+
+
+def test_building_leaves_nothing_behind_on_error(tmp_path):
+    final = tmp_path / "stage" / "key"
+    with pytest.raises(RuntimeError, match="boom"):
+        with building(final, "stage", {}) as scratch:
+            (scratch / "half-written.txt").write_text("partial")
+            raise RuntimeError("boom")
+    assert not final.exists()
+    assert not is_complete(final)
+    assert list(final.parent.iterdir()) == []
+
+
+def test_building_cleans_up_on_keyboard_interrupt(tmp_path):
+    final = tmp_path / "stage" / "key"
+    with pytest.raises(KeyboardInterrupt):
+        with building(final, "stage", {}):
+            raise KeyboardInterrupt
+    assert list(final.parent.iterdir()) == []
+
+
+def test_building_keeps_an_artifact_that_was_published_first(tmp_path):
+    final = tmp_path / "stage" / "key"
+    with building(final, "stage", {"run": 1}) as scratch:
+        (scratch / "out.txt").write_text("first")
+    with building(final, "stage", {"run": 2}) as scratch:
+        (scratch / "out.txt").write_text("second")
+    assert (final / "out.txt").read_text() == "first"
+    assert read_manifest(final)["inputs"] == {"run": 1}
+    assert sorted(p.name for p in final.parent.iterdir()) == ["key"]
+
+
+def test_a_directory_without_manifest_is_not_complete(tmp_path):
+    (tmp_path / "half").mkdir()
+    assert not is_complete(tmp_path / "half")
+    assert not is_complete(tmp_path / "missing")
+    (tmp_path / "half" / MANIFEST).write_text(json.dumps({"stage": "s", "inputs": {}}))
+    assert is_complete(tmp_path / "half")
+
+
+# ---------------------------------------------------------------------------- Prefect cache options
+
+
+def test_cached_stage_keys_the_cache_record_inside_the_artifact_dir(tmp_path):
+    def output_dir_of(upstream: str, block_size: int) -> Path:
+        return artifact_dir(tmp_path, "group", {"upstream": upstream, "block_size": block_size})
+
+    options = cached_stage(output_dir_of)
+    key = options["cache_key_fn"](None, {"upstream": "abc", "block_size": 64})
+    expected_dir = output_dir_of("abc", 64)
+    assert Path(key) == expected_dir / CACHE_RECORD
+    assert Path(key).parent == expected_dir
+    assert options["cache_key_fn"](None, {"upstream": "abc", "block_size": 128}) != key
+
+
+def test_cached_stage_persists_results_under_the_filesystem_root():
+    options = cached_stage(lambda **_: Path("/tmp/x"))
+    assert options["persist_result"] is True
+    assert options["result_storage"] == Path("/")
+    assert options["result_serializer"] == "json"

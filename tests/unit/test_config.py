@@ -1,0 +1,226 @@
+"""lmpipe.config: defaults, YAML files, dotted overrides and one-line error messages."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from lmpipe.config import ConfigError, ModelConfig, PipelineConfig, apply_override, load_config, max_positions_of
+
+CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.yaml"))
+
+
+def config_error(*overrides: str, path: str | Path | None = None) -> str:
+    """The message of the ConfigError these overrides raise; it must be a single line."""
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, list(overrides))
+    message = str(caught.value)
+    assert "\n" not in message, f"error message spans several lines: {message!r}"
+    return message
+
+
+def dotted_keys(tree: dict, prefix: str = "") -> set[str]:
+    keys = set()
+    for key, value in tree.items():
+        keys.add(prefix + key)
+        if isinstance(value, dict):
+            keys |= dotted_keys(value, f"{prefix}{key}.")
+    return keys
+
+
+# ---------------------------------------------------------------------------- loading
+
+
+def test_no_file_and_no_overrides_gives_the_defaults():
+    config = load_config()
+    assert config == PipelineConfig()
+    assert config.data.source == "builtin"
+    assert config.data.block_size == 128
+    assert config.data.remainder == "drop"
+    assert config.train.mlm_probability == 0.15
+
+
+def test_default_yaml_equals_the_builtin_defaults(repo_root):
+    assert load_config(repo_root / "configs" / "default.yaml") == PipelineConfig()
+
+
+def test_default_yaml_spells_out_every_field(repo_root):
+    """default.yaml mirrors the defaults: every field is written out, and nothing else."""
+    tree = yaml.safe_load((repo_root / "configs" / "default.yaml").read_text())
+    assert dotted_keys(tree) == dotted_keys(PipelineConfig().model_dump(mode="json"))
+
+
+def test_configs_folder_holds_the_shipped_configs():
+    assert {"default.yaml", "tiny.yaml"} <= {path.name for path in CONFIGS}
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_shipped_config_validates_and_fits_its_block_size(path):
+    config = load_config(path)
+    for model in (config.model.clm, config.model.mlm):
+        limit = max_positions_of(model)
+        assert limit is None or config.data.block_size <= limit
+
+
+def test_missing_config_file_is_a_config_error(tmp_path):
+    message = config_error(path=tmp_path / "nope.yaml")
+    assert "nope.yaml" in message
+
+
+def test_invalid_yaml_is_reported_in_one_line(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("data:\n  block_size: [1, 2\n  seed: 3\n")
+    assert "not valid YAML" in config_error(path=bad)
+
+
+def test_yaml_that_is_not_a_mapping_is_rejected(tmp_path):
+    listing = tmp_path / "list.yaml"
+    listing.write_text("- 1\n- 2\n")
+    assert "mapping" in config_error(path=listing)
+
+
+def test_empty_yaml_file_gives_the_defaults(tmp_path):
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("# nothing set\n")
+    assert load_config(empty) == PipelineConfig()
+
+
+# ---------------------------------------------------------------------------- overrides
+
+
+def test_overrides_are_parsed_as_yaml_values():
+    config = load_config(overrides=[
+        "train.epochs=2",
+        "train.learning_rate=5e-4",
+        "train.max_steps=10",
+        "eval.max_blocks=null",
+        "data.split=train[:5000]",
+        "registry.experiment=my experiment",
+        "data.num_proc=3",
+    ])
+    assert config.train.epochs == 2.0
+    assert isinstance(config.train.learning_rate, float) and config.train.learning_rate == pytest.approx(5e-4)
+    assert config.train.max_steps == 10
+    assert config.eval.max_blocks is None
+    assert config.data.split == "train[:5000]"
+    assert config.registry.experiment == "my experiment"
+    assert config.data.num_proc == 3
+
+
+def test_apply_override_builds_nested_sections_with_yaml_types():
+    tree: dict = {}
+    for assignment in ("train.epochs=2", "train.weight_decay=0.5", "eval.max_blocks=null", "data.path=a=b.jsonl",
+                       "tokenizer.pretrained="):
+        apply_override(tree, assignment)
+    assert tree == {
+        "train": {"epochs": 2, "weight_decay": 0.5},
+        "eval": {"max_blocks": None},
+        "data": {"path": "a=b.jsonl"},  # only the first '=' separates key and value
+        "tokenizer": {"pretrained": None},  # an empty value means null
+    }
+    assert isinstance(tree["train"]["epochs"], int)
+
+
+def test_overrides_apply_on_top_of_a_file(repo_root):
+    config = load_config(repo_root / "configs" / "tiny.yaml", ["data.block_size=16", "train.max_steps=2"])
+    assert config.data.block_size == 16
+    assert config.train.max_steps == 2
+    assert config.model.clm.hidden_size == 32  # from the file
+
+
+def test_a_quoted_number_override_stays_a_string():
+    assert load_config(overrides=['registry.experiment="2024"']).registry.experiment == "2024"
+
+
+def test_override_into_a_value_is_rejected():
+    message = config_error("train.epochs=2", "train.epochs.inner=3")
+    assert "'train.epochs.inner'" in message and "'epochs' is a value" in message
+
+
+def test_override_without_equals_sign_is_rejected():
+    message = config_error("train.epochs")
+    assert "train.epochs" in message and "=" in message
+
+
+# ---------------------------------------------------------------------------- validation errors
+
+
+@pytest.mark.parametrize("override, dotted", [
+    ("train.epoch=2", "train.epoch"),
+    ("model.clm.layers=3", "model.clm.layers"),
+    ("trainer=1", "trainer"),
+])
+def test_unknown_key_names_the_dotted_key(override, dotted):
+    message = config_error(override)
+    assert f"unknown key '{dotted}'" in message
+
+
+def test_negative_learning_rate_names_field_and_value():
+    message = config_error("train.learning_rate=-1")
+    assert message.startswith("invalid config")
+    assert "train.learning_rate" in message
+    assert "-1" in message
+
+
+def test_several_problems_are_joined_on_one_line():
+    message = config_error("train.learning_rate=-1", "train.batch_size=0")
+    assert "train.learning_rate" in message and "train.batch_size" in message
+
+
+@pytest.mark.parametrize("objective", ["clm", "mlm"])
+def test_block_size_above_a_models_positions_names_both(objective):
+    message = config_error(f"model.{objective}.max_positions=64", "data.block_size=128")
+    assert "block_size=128" in message
+    assert f"model.{objective}" in message
+    assert "64" in message
+
+
+def test_block_size_equal_to_positions_is_allowed():
+    config = load_config(overrides=["model.clm.max_positions=64", "model.mlm.max_positions=64", "data.block_size=64"])
+    assert config.data.block_size == 64
+
+
+@pytest.mark.parametrize("source", ["local", "hub"])
+def test_local_or_hub_source_requires_a_path(source):
+    message = config_error(f"data.source={source}")
+    assert "data.path" in message and source in message
+
+
+def test_pretrained_local_model_with_too_few_positions_is_rejected(tmp_path):
+    model_dir = tmp_path / "small-gpt2"
+    model_dir.mkdir()
+    (model_dir / "config.json").write_text(json.dumps({"model_type": "gpt2", "n_positions": 64}))
+    message = config_error(f"model.clm.pretrained={model_dir}", "data.block_size=128")
+    assert "block_size=128" in message
+    assert "model.clm" in message
+    assert "64" in message
+
+
+def test_pretrained_roberta_positions_exclude_the_padding_offset(tmp_path):
+    model_dir = tmp_path / "small-roberta"
+    model_dir.mkdir()
+    (model_dir / "config.json").write_text(
+        json.dumps({"model_type": "roberta", "max_position_embeddings": 66, "pad_token_id": 1}))
+    assert max_positions_of(ModelConfig(pretrained=str(model_dir))) == 64
+    assert load_config(overrides=[f"model.mlm.pretrained={model_dir}", "data.block_size=64"]).data.block_size == 64
+    assert "model.mlm" in config_error(f"model.mlm.pretrained={model_dir}", "data.block_size=65")
+
+
+def test_hub_model_id_is_not_checked_offline():
+    assert max_positions_of(ModelConfig(pretrained="some-org/not-a-local-dir")) is None
+    assert load_config(overrides=["model.clm.pretrained=some-org/not-a-local-dir", "data.block_size=4096",
+                                  "model.mlm.max_positions=4096"]).data.block_size == 4096
+
+
+def test_heads_must_divide_hidden_size():
+    message = config_error("model.clm.hidden_size=30", "model.clm.n_heads=4")
+    assert "n_heads=4" in message and "hidden_size=30" in message
+
+
+def test_config_is_validated_on_assignment():
+    config = PipelineConfig()
+    with pytest.raises(ValueError):
+        config.train.learning_rate = -1.0

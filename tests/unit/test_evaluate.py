@@ -1,0 +1,127 @@
+"""tasks.evaluate: perplexity from loss, and the token-weighted loss on tiny random models."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from datasets import Dataset, DatasetDict
+
+from lmpipe.config import ModelConfig, load_config
+from lmpipe.errors import PipelineInputError
+from lmpipe.models import build_base_model
+from tasks.evaluate import eval_collator, eval_set_fingerprint, perplexity_from_loss, token_weighted_loss
+from tasks.group import group_splits
+
+BLOCK_SIZE = 32
+TINY_MODEL = ModelConfig(n_layers=1, hidden_size=32, n_heads=2, intermediate_size=64, max_positions=64)
+
+
+@pytest.fixture(scope="module")
+def test_blocks(tiny_tokenizer, sample_texts) -> Dataset:
+    """A few dozen CLM blocks cut from real tokenized text, remainder dropped."""
+    encoded = Dataset.from_dict(dict(tiny_tokenizer(sample_texts[:8])))
+    grouped, _ = group_splits(DatasetDict({"train": encoded, "test": encoded}), BLOCK_SIZE, "drop",
+                              tiny_tokenizer.pad_token_id, with_labels=True)
+    blocks = grouped["test"]
+    assert 5 < len(blocks) < 100
+    return blocks
+
+
+@pytest.fixture(scope="module")
+def tiny_gpt2(tiny_tokenizer):
+    return build_base_model("clm", TINY_MODEL, tiny_tokenizer, seed=0, block_size=BLOCK_SIZE)
+
+
+@pytest.fixture(scope="module")
+def tiny_roberta(tiny_tokenizer):
+    return build_base_model("mlm", TINY_MODEL, tiny_tokenizer, seed=0, block_size=BLOCK_SIZE)
+
+
+# ---------------------------------------------------------------------------- perplexity
+
+
+def test_perplexity_of_zero_loss_is_one():
+    assert perplexity_from_loss(0.0) == 1.0
+
+
+def test_perplexity_is_exp_of_the_loss():
+    assert perplexity_from_loss(math.log(50)) == pytest.approx(50)
+
+
+def test_huge_loss_is_infinite_perplexity_not_an_error():
+    assert perplexity_from_loss(1e6) == math.inf
+
+
+# ---------------------------------------------------------------------------- token-weighted loss
+
+
+def test_clm_loss_counts_every_predicted_token(tiny_gpt2, tiny_tokenizer, test_blocks):
+    collator = eval_collator("clm", tiny_tokenizer, mlm_probability=0.15, mlm_seed=0)
+    loss, tokens = token_weighted_loss(tiny_gpt2, test_blocks, collator, "clm", batch_size=8, device="cpu")
+    assert math.isfinite(loss)
+    assert tokens == len(test_blocks) * (BLOCK_SIZE - 1)  # token t predicts t+1 in every full block
+    # A freshly initialised model is close to uniform over the vocabulary.
+    assert loss == pytest.approx(math.log(len(tiny_tokenizer)), abs=0.5)
+
+
+def test_clm_loss_matches_the_models_own_mean_loss_on_full_blocks(tiny_gpt2, tiny_tokenizer, test_blocks):
+    collator = eval_collator("clm", tiny_tokenizer, mlm_probability=0.15, mlm_seed=0)
+    loss, _ = token_weighted_loss(tiny_gpt2, test_blocks, collator, "clm", batch_size=4, device="cpu")
+    ids = torch.tensor(test_blocks["input_ids"])
+    with torch.no_grad():
+        reference = tiny_gpt2(input_ids=ids, labels=ids).loss.item()
+    assert loss == pytest.approx(reference, rel=1e-4)
+
+
+def test_clm_loss_does_not_depend_on_batch_size(tiny_gpt2, tiny_tokenizer, test_blocks):
+    collator = eval_collator("clm", tiny_tokenizer, mlm_probability=0.15, mlm_seed=0)
+    small, _ = token_weighted_loss(tiny_gpt2, test_blocks, collator, "clm", batch_size=5, device="cpu")
+    whole, _ = token_weighted_loss(tiny_gpt2, test_blocks, collator, "clm", batch_size=len(test_blocks), device="cpu")
+    assert small == pytest.approx(whole, rel=1e-5)
+
+
+def test_mlm_loss_is_reproducible_with_the_same_seed(tiny_roberta, tiny_tokenizer, test_blocks):
+    def loss_with(seed: int) -> tuple[float, int]:
+        collator = eval_collator("mlm", tiny_tokenizer, mlm_probability=0.15, mlm_seed=seed)  # fresh each time
+        return token_weighted_loss(tiny_roberta, test_blocks, collator, "mlm", batch_size=8, device="cpu")
+
+    first, again, other = loss_with(1234), loss_with(1234), loss_with(99)
+    assert first == again  # exactly: same masks, same number
+    assert other[0] != first[0]
+    loss, tokens = first
+    assert math.isfinite(loss)
+    total = len(test_blocks) * BLOCK_SIZE
+    assert 0.05 * total < tokens < 0.3 * total  # about mlm_probability of the tokens are predicted
+
+
+def test_blocks_with_nothing_to_predict_are_an_input_error(tiny_gpt2, tiny_tokenizer):
+    pad = tiny_tokenizer.pad_token_id
+    only_padding = Dataset.from_dict({"input_ids": [[pad] * BLOCK_SIZE] * 2, "attention_mask": [[0] * BLOCK_SIZE] * 2})
+    collator = eval_collator("clm", tiny_tokenizer, mlm_probability=0.15, mlm_seed=0)
+    with pytest.raises(PipelineInputError, match="no token to predict"):
+        token_weighted_loss(tiny_gpt2, only_padding, collator, "clm", batch_size=2, device="cpu")
+
+
+def test_base_model_is_deterministic_for_a_seed(tiny_tokenizer, tiny_gpt2):
+    again = build_base_model("clm", TINY_MODEL, tiny_tokenizer, seed=0, block_size=BLOCK_SIZE)
+    other = build_base_model("clm", TINY_MODEL, tiny_tokenizer, seed=1, block_size=BLOCK_SIZE)
+    weights = tiny_gpt2.state_dict()
+    assert all(torch.equal(weights[name], tensor) for name, tensor in again.state_dict().items())
+    assert not torch.equal(weights["transformer.wte.weight"], other.state_dict()["transformer.wte.weight"])
+
+
+# ---------------------------------------------------------------------------- the evaluation set's identity
+
+
+def test_eval_set_fingerprint_tracks_what_decides_the_number():
+    blocks = Path("/artifacts/group/abc123")
+    base = eval_set_fingerprint(blocks, load_config())
+    assert eval_set_fingerprint(blocks, load_config()) == base
+    assert eval_set_fingerprint(Path("/elsewhere/group/abc123"), load_config()) == base  # by content key
+    for override in ("eval.mlm_seed=1", "eval.max_blocks=10", "train.mlm_probability=0.2"):
+        assert eval_set_fingerprint(blocks, load_config(overrides=[override])) != base, override
+    assert eval_set_fingerprint(Path("/artifacts/group/def456"), load_config()) != base
+    assert eval_set_fingerprint(blocks, load_config(overrides=["eval.batch_size=1"])) == base

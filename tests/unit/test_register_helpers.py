@@ -1,0 +1,72 @@
+"""tasks.register: the pure helpers (params, tracking URI, requirements, names), no MLflow server."""
+
+from __future__ import annotations
+
+import re
+from importlib import metadata
+
+import pytest
+
+from lmpipe.config import PipelineConfig, load_config
+from tasks.register import PIPELINE_TASK, flat_params, pip_requirements, registered_name, tracking_uri
+
+
+def test_flat_params_flattens_nested_sections_into_dotted_strings():
+    tree = {"train": {"epochs": 3.0, "max_steps": None}, "model": {"clm": {"n_layers": 2, "pretrained": "gpt2"}},
+            "top": [1, 2]}
+    assert flat_params(tree) == {
+        "train.epochs": "3.0",
+        "train.max_steps": "None",
+        "model.clm.n_layers": "2",
+        "model.clm.pretrained": "gpt2",
+        "top": "[1, 2]",
+    }
+
+
+def test_flat_params_of_the_whole_config_has_one_entry_per_field():
+    params = flat_params(PipelineConfig().model_dump(mode="json"))
+    assert params["data.block_size"] == "128"
+    assert params["model.mlm.hidden_size"] == "128"
+    assert params["registry.experiment"] == "lm-pipeline"
+    assert all(isinstance(value, str) for value in params.values())
+    assert not any(isinstance(value, dict) for value in params.values())
+
+
+def test_tracking_uri_prefers_the_config(monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://from-env:5000")
+    config = load_config(overrides=["registry.tracking_uri=http://from-config:5000"])
+    assert tracking_uri(config) == "http://from-config:5000"
+
+
+def test_tracking_uri_falls_back_to_the_environment(monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://from-env:5000")
+    assert tracking_uri(PipelineConfig()) == "http://from-env:5000"
+
+
+def test_tracking_uri_defaults_to_sqlite_in_the_working_directory(monkeypatch, tmp_path):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert tracking_uri(PipelineConfig()) == f"sqlite:///{tmp_path / 'mlflow.db'}"
+
+
+def test_pip_requirements_pin_the_installed_versions():
+    requirements = pip_requirements()
+    pinned = dict(re.fullmatch(r"([A-Za-z0-9_.-]+)==(\S+)", line).groups() for line in requirements)
+    assert len(pinned) == len(requirements)
+    assert {"transformers", "torch", "tokenizers"} <= set(pinned)
+    for library, version in pinned.items():
+        assert version == metadata.version(library)
+
+
+def test_pip_requirements_leave_out_torchvision():
+    assert not any(line.lower().startswith("torchvision") for line in pip_requirements())
+
+
+@pytest.mark.parametrize("objective, name", [("clm", "my-clm"), ("mlm", "my-mlm")])
+def test_registered_name_follows_the_objective(objective, name):
+    config = load_config(overrides=["registry.clm_model_name=my-clm", "registry.mlm_model_name=my-mlm"])
+    assert registered_name(config, objective) == name
+
+
+def test_each_objective_has_a_transformers_pipeline_task():
+    assert PIPELINE_TASK == {"clm": "text-generation", "mlm": "fill-mask"}

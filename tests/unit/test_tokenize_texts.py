@@ -1,0 +1,164 @@
+"""tasks.tokenize_texts: the trained BPE, which tokenizer each model uses, and the shared artifact key."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from datasets import Dataset, DatasetDict
+from transformers import AutoTokenizer
+
+from lmpipe.config import load_config
+from tasks.tokenize_texts import (
+    SPECIAL_TOKENS,
+    build_tokenizer,
+    tokenize_output_dir,
+    tokenize_splits,
+    tokenizer_identity,
+    tokenizer_source,
+)
+
+SENTENCES = [
+    "The quick brown fox jumps over the lazy dog.",
+    "Return a new list containing all items from the iterable in ascending order.",
+    "Unicode works too: café, naïve, 日本語.",
+]
+
+
+@pytest.fixture(scope="module")
+def saved_tokenizer_dir(tiny_tokenizer, tmp_path_factory):
+    directory = tmp_path_factory.mktemp("tokenizer")
+    tiny_tokenizer.save_pretrained(str(directory))
+    return directory
+
+
+# ---------------------------------------------------------------------------- the trained BPE
+
+
+def test_trained_tokenizer_has_every_special_token(tiny_tokenizer):
+    for attribute, token in SPECIAL_TOKENS.items():
+        assert str(getattr(tiny_tokenizer, attribute)) == token
+    ids = [tiny_tokenizer.convert_tokens_to_ids(token) for token in SPECIAL_TOKENS.values()]
+    assert len(set(ids)) == len(ids)
+    assert ids == [tiny_tokenizer.bos_token_id, tiny_tokenizer.pad_token_id, tiny_tokenizer.eos_token_id,
+                   tiny_tokenizer.unk_token_id, tiny_tokenizer.mask_token_id]
+
+
+def test_trained_tokenizer_respects_the_vocab_size(tiny_tokenizer, tiny_vocab_size):
+    assert 256 + len(SPECIAL_TOKENS) < len(tiny_tokenizer) <= tiny_vocab_size
+
+
+def test_every_text_is_wrapped_in_bos_and_eos(tiny_tokenizer):
+    for text in SENTENCES:
+        ids = tiny_tokenizer(text)["input_ids"]
+        assert ids[0] == tiny_tokenizer.bos_token_id
+        assert ids[-1] == tiny_tokenizer.eos_token_id
+        inner = ids[1:-1]
+        assert tiny_tokenizer.bos_token_id not in inner and tiny_tokenizer.eos_token_id not in inner
+        assert tiny_tokenizer.decode(ids, skip_special_tokens=True) == text  # byte-level: lossless
+
+
+def test_mask_token_is_one_id(tiny_tokenizer):
+    ids = tiny_tokenizer("a <mask> b")["input_ids"]
+    assert ids.count(tiny_tokenizer.mask_token_id) == 1
+
+
+def test_tokenizer_round_trips_through_save_pretrained(tiny_tokenizer, saved_tokenizer_dir):
+    reloaded = AutoTokenizer.from_pretrained(str(saved_tokenizer_dir))
+    assert reloaded.is_fast
+    assert len(reloaded) == len(tiny_tokenizer)
+    for attribute in SPECIAL_TOKENS:
+        assert getattr(reloaded, f"{attribute}_id") == getattr(tiny_tokenizer, f"{attribute}_id")
+    texts = [*SENTENCES, "a <mask> b", ""]
+    assert reloaded(texts)["input_ids"] == tiny_tokenizer(texts)["input_ids"]
+
+
+# ---------------------------------------------------------------------------- tokenize_splits
+
+
+def test_tokenize_splits_keeps_only_ids_and_mask(tiny_tokenizer):
+    splits = DatasetDict({
+        "train": Dataset.from_dict({"text": SENTENCES, "title": ["t"] * len(SENTENCES)}),
+        "test": Dataset.from_dict({"text": SENTENCES[:1], "title": ["t"]}),
+    })
+    tokenized = tokenize_splits(splits, tiny_tokenizer, num_proc=1)
+    assert tokenized["train"].column_names == ["input_ids", "attention_mask"]
+    assert list(tokenized["train"]["input_ids"]) == tiny_tokenizer(SENTENCES)["input_ids"]
+    assert all(set(mask) == {1} for mask in tokenized["train"]["attention_mask"])
+    long_text = " ".join(SENTENCES * 200)
+    long = tokenize_splits(DatasetDict({"train": Dataset.from_dict({"text": [long_text]}),
+                                        "test": Dataset.from_dict({"text": ["x"]})}), tiny_tokenizer, num_proc=1)
+    assert len(long["train"][0]["input_ids"]) > 1024  # no truncation: group re-cuts every token
+
+
+# ---------------------------------------------------------------------------- which tokenizer
+
+
+def config_with(*overrides: str):
+    return load_config(overrides=list(overrides))
+
+
+@pytest.mark.parametrize("overrides, expected", [
+    (["model.clm.tokenizer=own-tok", "model.clm.pretrained=own-model", "tokenizer.pretrained=shared"], "own-tok"),
+    (["model.clm.pretrained=own-model", "tokenizer.pretrained=shared"], "own-model"),
+    (["tokenizer.pretrained=shared"], "shared"),
+    ([], None),
+])
+def test_tokenizer_source_precedence(overrides, expected):
+    assert tokenizer_source(config_with(*overrides), "clm") == expected
+
+
+def test_tokenizer_source_is_per_objective():
+    config = config_with("model.mlm.pretrained=roberta-like", "tokenizer.pretrained=shared")
+    assert tokenizer_source(config, "mlm") == "roberta-like"
+    assert tokenizer_source(config, "clm") == "shared"
+
+
+def test_default_config_shares_one_tokenizer_artifact_between_objectives(tmp_path):
+    config = config_with()
+    assert tokenizer_identity(config, "clm") == tokenizer_identity(config, "mlm")
+    assert tokenizer_identity(config, "clm") == {"trained_bpe": {"vocab_size": 4096, "min_frequency": 2}}
+    flat_dir = str(tmp_path / "flatten" / "abc")
+    assert tokenize_output_dir(flat_dir, config, "clm") == tokenize_output_dir(flat_dir, config, "mlm")
+
+
+def test_trained_bpe_identity_tracks_its_settings():
+    assert tokenizer_identity(config_with("tokenizer.vocab_size=500"), "clm") != tokenizer_identity(config_with(), "clm")
+
+
+def test_local_pretrained_model_gets_its_own_tokenizer_artifact(saved_tokenizer_dir, tmp_path):
+    config = config_with(f"model.clm.pretrained={saved_tokenizer_dir}")
+    clm, mlm = tokenizer_identity(config, "clm"), tokenizer_identity(config, "mlm")
+    assert clm != mlm
+    assert "tokenizer.json" in clm["local"]
+    flat_dir = str(tmp_path / "flatten" / "abc")
+    assert tokenize_output_dir(flat_dir, config, "clm") != tokenize_output_dir(flat_dir, config, "mlm")
+
+
+def test_local_tokenizer_identity_follows_file_contents(tmp_path):
+    first, second = tmp_path / "first", tmp_path / "second"
+    for directory, vocab in ((first, {"a": 0}), (second, {"a": 0, "b": 1})):
+        directory.mkdir()
+        (directory / "vocab.json").write_text(json.dumps(vocab))
+    one = tokenizer_identity(config_with(f"model.clm.pretrained={first}"), "clm")
+    other = tokenizer_identity(config_with(f"model.clm.pretrained={second}"), "clm")
+    assert one != other
+    (second / "vocab.json").write_text(json.dumps({"a": 0}))
+    assert tokenizer_identity(config_with(f"model.clm.pretrained={second}"), "clm") == one  # content, not path
+
+
+def test_hub_tokenizer_identity_is_its_name():
+    assert tokenizer_identity(config_with("model.clm.pretrained=distilgpt2"), "clm") == {"hub": "distilgpt2"}
+
+
+def test_build_tokenizer_loads_a_local_tokenizer(tiny_tokenizer, saved_tokenizer_dir):
+    config = config_with(f"tokenizer.pretrained={saved_tokenizer_dir}")
+    tokenizer = build_tokenizer(config, "mlm", Dataset.from_dict({"text": ["unused"]}))
+    assert tokenizer(SENTENCES)["input_ids"] == tiny_tokenizer(SENTENCES)["input_ids"]
+
+
+def test_build_tokenizer_trains_a_bpe_without_a_pretrained_one(sample_texts):
+    config = config_with("tokenizer.vocab_size=300")
+    tokenizer = build_tokenizer(config, "clm", Dataset.from_dict({"text": sample_texts[:100]}))
+    assert tokenizer.mask_token == "<mask>"
+    assert len(tokenizer) <= 300
