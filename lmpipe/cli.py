@@ -65,11 +65,17 @@ def main(argv: list[str] | None = None) -> int:
     run = commands.add_parser("run", help="run a flow")
     run.add_argument("flow", nargs="?", default="both", choices=sorted(FLOWS), help="which flow (default: both)")
     show = commands.add_parser("config", help="print the resolved config as JSON")
+    show.add_argument("--reference", action="store_true", help="print the markdown config reference instead")
     for sub in (run, show):
         sub.add_argument("--config", "-c", default=None, help="YAML config file (default: built-in defaults)")
         sub.add_argument("--set", "-s", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                          help="dotted override, e.g. --set train.epochs=2 (repeatable)")
     args = parser.parse_args(argv)
+    if args.command == "config" and args.reference:
+        from lmpipe.config_reference import markdown_reference
+
+        print(markdown_reference())
+        return 0
 
     from lmpipe.config import ConfigError, load_config
 
