@@ -19,8 +19,9 @@ class ConfigError(ValueError):
 
 
 class _Section(BaseModel):
-    # Unknown keys are typos, never silently ignored.
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # Unknown keys are typos, never silently ignored. A number given for a text field
+    # (--set registry.experiment=2024) is meant as text.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, coerce_numbers_to_str=True)
 
 
 # ---------------------------------------------------------------------------- data
@@ -228,7 +229,20 @@ def apply_override(tree: dict[str, Any], assignment: str) -> None:
         if not isinstance(child, dict):
             raise ConfigError(f"override {dotted!r}: {key!r} is a value, not a section")
         node = child
-    node[keys[-1]] = yaml.safe_load(raw_value) if raw_value.strip() else None
+    node[keys[-1]] = parse_override_value(raw_value)
+
+
+def parse_override_value(raw: str) -> Any:
+    """YAML scalars ('2' -> 2, 'null' -> None), plus floats YAML 1.1 leaves as text ('5e-4')."""
+    if not raw.strip():
+        return None
+    value = yaml.safe_load(raw)
+    if isinstance(value, str) and not raw.strip().startswith(("'", '"')):  # quoted text stays text
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
 
 
 def describe_validation_error(error: ValidationError) -> str:

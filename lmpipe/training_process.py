@@ -89,7 +89,16 @@ def _relay(line: str, log: logging.Logger | logging.LoggerAdapter, label: str) -
         if line.strip():
             log.debug(f"{label}: {line}")
         return None
-    event = json.loads(line[len(PROGRESS_PREFIX):])
+    try:
+        event = json.loads(line[len(PROGRESS_PREFIX):])
+        _log_event(event, log, label)
+    except (ValueError, KeyError, TypeError):  # a malformed report must never stop the relay
+        log.info(f"{label}: {line[len(PROGRESS_PREFIX):]}")
+        return None
+    return event
+
+
+def _log_event(event: dict[str, Any], log: logging.Logger | logging.LoggerAdapter, label: str) -> None:
     if event["event"] == "step":
         log.info(
             f"{label}: step {event['step']}/{event['max_steps']} loss {event['loss']:.4f} "
@@ -97,9 +106,15 @@ def _relay(line: str, log: logging.Logger | logging.LoggerAdapter, label: str) -
         )
     elif event["event"] == "begin":
         log.info(f"{label}: training for {event['max_steps']} steps")
+    elif event["event"] == "device":
+        log.info(f"{label}: device {event['device']}")
+    elif event["event"] == "model":
+        log.info(f"{label}: model with {event['parameters']:,} parameters, {event['train_blocks']:,} training blocks")
+    elif event["event"] == "done":
+        log.info(f"{label}: done, train_loss {event['train_loss']:.4f}, {event['train_steps']} steps, "
+                 f"{event['train_tokens']:,} tokens in {event['train_runtime_s']:.1f} s")
     elif event["event"] != "input_error":
         log.info(f"{label}: {event}")
-    return event
 
 
 def run_training_process(module: str, job: dict[str, Any], job_file: Path,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import glob
+import math
 import logging
 import shutil
 import sys
@@ -76,7 +77,9 @@ def load_source(data: DataConfig, cache_dir: Path) -> Dataset:
 def split_train_test(dataset: Dataset, test_size: float, seed: int, origin: str) -> DatasetDict:
     if len(dataset) == 0:
         raise PipelineInputError(f"data: {origin} has 0 rows")
-    if round(len(dataset) * test_size) < 1 or round(len(dataset) * (1 - test_size)) < 1:
+    # Sized as datasets sizes them: the test split rounds up, the train split gets the rest.
+    test_rows = math.ceil(len(dataset) * test_size)
+    if test_rows < 1 or len(dataset) - test_rows < 1:
         raise PipelineInputError(
             f"data.test_size={test_size}: {origin} has only {len(dataset)} rows, too few for a train/test split"
         )

@@ -83,13 +83,18 @@ def group_splits(tokenized: DatasetDict, block_size: int, remainder: Remainder, 
         desc=f"group into {block_size}-token blocks",
     ).with_format(None)
     dropped = {split: _dropped_tokens(grouped[split], tokenized[split]) for split in grouped}
-    return grouped.remove_columns([c for c in ("dropped_tokens",) if c in grouped["train"].column_names]), dropped
+    # Split by split: a split that made no block has no dropped_tokens column to remove.
+    blocks = DatasetDict({
+        split: data.remove_columns("dropped_tokens") if "dropped_tokens" in data.column_names else data
+        for split, data in grouped.items()
+    })
+    return blocks, dropped
 
 
 def _dropped_tokens(blocks, tokenized) -> int:
     if "dropped_tokens" in blocks.column_names:
         return int(pa.compute.sum(blocks.data.column("dropped_tokens")).as_py() or 0)
-    # No batch made a block, so map() returned no columns at all: every token was dropped.
+    # No batch made a block, so map() never added the column: every token was dropped.
     return int(pa.compute.sum(pa.compute.list_value_length(tokenized.data.column("input_ids"))).as_py() or 0)
 
 

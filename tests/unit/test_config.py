@@ -224,3 +224,14 @@ def test_config_is_validated_on_assignment():
     config = PipelineConfig()
     with pytest.raises(ValueError):
         config.train.learning_rate = -1.0
+
+
+def test_number_like_override_for_a_text_field_is_kept_as_text():
+    assert load_config(overrides=["registry.experiment=2024"]).registry.experiment == "2024"
+
+
+def test_yaml_1_1_exponent_without_a_dot_is_a_float():
+    from lmpipe.config import parse_override_value
+
+    assert parse_override_value("5e-4") == pytest.approx(5e-4)
+    assert parse_override_value("train[:5000]") == "train[:5000]"

@@ -55,10 +55,6 @@ def test_split_is_reproducible_for_a_seed_and_partitions_the_rows():
     assert sorted([*first["train"]["q_id"], *first["test"]["q_id"]]) == sorted(row["q_id"] for row in ROWS)
 
 
-@pytest.mark.xfail(strict=True, raises=ValueError, reason=(
-    "bug: split_train_test guards with round() but datasets.train_test_split sizes the train split with "
-    "floor(), so 3 rows at test_size=0.75 pass the guard and datasets raises a plain ValueError "
-    "instead of a PipelineInputError (which the download task then retries)"))
 def test_split_reports_an_empty_train_split_as_input_error():
     dataset = Dataset.from_dict({"x": [1, 2, 3]})
     with pytest.raises(PipelineInputError, match="data.test_size"):

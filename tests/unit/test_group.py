@@ -26,7 +26,7 @@ def group_texts(examples):
     concatenated_examples = {k: sum(examples[k], []) for k in examples.keys()}
     total_length = len(concatenated_examples[list(examples.keys())[0]])
     total_length = (total_length // block_size) * block_size
-    result = {k: [t[i : i + block_size] for i in range(0, total_length, block_size)] for k, t in concatenated_examples.items()}
+    result = {k: [t[i : i + block_size] for i in range(0, total_length, block_size)] for k, t in concatenated_examples.items()}  # noqa: E501
     result["labels"] = result["input_ids"].copy()
     return result
 
@@ -34,10 +34,10 @@ def group_texts(examples):
 # ---------------------------------------------------------------------------- helpers
 
 
-def token_stream(pairs: list[tuple[int, int]]) -> tuple[np.ndarray, np.ndarray]:
-    ids = np.array([token for token, _ in pairs], dtype=np.int32)
-    mask = np.array([attend for _, attend in pairs], dtype=np.int8)
-    return ids, mask
+def token_stream(n_tokens: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Random ids and a random 0/1 mask, dtyped like tokenizer output once it is in Arrow."""
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, 50_000, n_tokens).astype(np.int32), rng.integers(0, 2, n_tokens).astype(np.int8)
 
 
 def random_tokenized_split(rng: np.random.Generator, rows: int, max_len: int = 60, vocab: int = 400) -> Dataset:
@@ -67,15 +67,19 @@ def batch_token_counts(split: Dataset) -> list[int]:
 
 # ---------------------------------------------------------------------------- group_into_blocks properties
 
-token_pairs = st.lists(st.tuples(st.integers(0, 50_000), st.integers(0, 1)), max_size=700)
-block_sizes = st.integers(2, 64)
-pad_ids = st.integers(0, 50_000)
+@st.composite
+def streams(draw) -> tuple[np.ndarray, np.ndarray, int]:
+    """(ids, mask, block_size) with anywhere from 0 to ~10 blocks' worth of tokens; n and size shrink."""
+    size = draw(st.integers(2, 64))
+    n_tokens = draw(st.integers(0, 10 * size + size - 1))
+    ids, mask = token_stream(n_tokens, seed=draw(st.integers(0, 2**32 - 1)))
+    return ids, mask, size
 
 
 @settings(max_examples=100, deadline=None, database=None)
-@given(pairs=token_pairs, size=block_sizes, pad_id=pad_ids)
-def test_drop_keeps_every_whole_block_in_order(pairs, size, pad_id):
-    ids, mask = token_stream(pairs)
+@given(stream=streams(), pad_id=st.integers(0, 50_000))
+def test_drop_keeps_every_whole_block_in_order(stream, pad_id):
+    ids, mask, size = stream
     block_ids, block_mask, dropped = group_into_blocks(ids, mask, size, "drop", pad_id)
     n_blocks = len(ids) // size
     assert block_ids.shape == block_mask.shape == (n_blocks, size)
@@ -86,9 +90,9 @@ def test_drop_keeps_every_whole_block_in_order(pairs, size, pad_id):
 
 
 @settings(max_examples=100, deadline=None, database=None)
-@given(pairs=token_pairs, size=block_sizes, pad_id=pad_ids)
-def test_pad_keeps_every_token_in_order_then_only_masked_padding(pairs, size, pad_id):
-    ids, mask = token_stream(pairs)
+@given(stream=streams(), pad_id=st.integers(0, 50_000))
+def test_pad_keeps_every_token_in_order_then_only_masked_padding(stream, pad_id):
+    ids, mask, size = stream
     block_ids, block_mask, dropped = group_into_blocks(ids, mask, size, "pad", pad_id)
     n = len(ids)
     assert dropped == 0
@@ -103,9 +107,9 @@ def test_pad_keeps_every_token_in_order_then_only_masked_padding(pairs, size, pa
 
 
 @settings(max_examples=50, deadline=None, database=None)
-@given(pairs=token_pairs.filter(len), size=block_sizes)
-def test_labels_are_the_ids_except_ignored_where_unattended(pairs, size):
-    ids, mask = token_stream(pairs)
+@given(stream=streams())
+def test_labels_are_the_ids_except_ignored_where_unattended(stream):
+    ids, mask, size = stream
     block_ids, block_mask, _ = group_into_blocks(ids, mask, size, "pad", PAD_ID)
     labels = labels_for(block_ids, block_mask)
     assert labels.shape == block_ids.shape
@@ -175,7 +179,21 @@ def tokenize_dir(tmp_path, tiny_tokenizer, sample_texts):
     return directory
 
 
-def test_too_few_tokens_for_one_block_names_the_count_and_block_size(tokenize_dir, tiny_tokenizer, tmp_path):
+def test_every_split_too_short_for_one_block_names_the_count_and_block_size(tiny_tokenizer, tmp_path):
+    directory = tmp_path / "tokenize"
+    tiny_tokenizer.save_pretrained(str(directory / "tokenizer"))
+    encoded = Dataset.from_dict(dict(tiny_tokenizer(["A short text.", "Another one."])))
+    DatasetDict({"train": encoded, "test": encoded}).save_to_disk(str(directory / "dataset"))
+    train_tokens = sum(len(ids) for ids in encoded["input_ids"])
+    with pytest.raises(PipelineInputError) as caught:
+        group_dataset(directory, 64, "drop", with_labels=True, out_dir=tmp_path / "out")
+    message = str(caught.value)
+    assert "data.block_size=64" in message
+    assert f"the train split has {train_tokens} tokens" in message
+    assert "\n" not in message
+
+
+def test_too_few_test_tokens_for_one_block_names_the_count_and_block_size(tokenize_dir, tiny_tokenizer, tmp_path):
     test_tokens = len(tiny_tokenizer("Hi there.")["input_ids"])
     with pytest.raises(PipelineInputError) as caught:
         group_dataset(tokenize_dir, 32, "drop", with_labels=True, out_dir=tmp_path / "out")
@@ -184,6 +202,17 @@ def test_too_few_tokens_for_one_block_names_the_count_and_block_size(tokenize_di
     assert f"the test split has {test_tokens} tokens" in message
     assert "\n" not in message
     assert not (tmp_path / "out" / "dataset").exists()
+
+
+def test_a_split_without_blocks_comes_back_empty_with_all_tokens_dropped():
+    long_row, short_row = list(range(2, 102)), [2, 3, 4]
+    rows = lambda ids: Dataset.from_dict({"input_ids": [ids], "attention_mask": [[1] * len(ids)]},  # noqa: E731
+                                         features=TOKENIZED_FEATURES)
+    splits = DatasetDict({"train": rows(long_row), "test": rows(short_row)})
+    grouped, dropped = group_splits(splits, 32, "drop", PAD_ID, with_labels=True)
+    assert len(grouped["train"]) == 3 and len(grouped["test"]) == 0
+    assert dropped == {"train": 100 % 32, "test": 3}
+    assert "dropped_tokens" not in grouped["train"].column_names + grouped["test"].column_names
 
 
 def test_pad_policy_fits_a_short_split_and_pads_with_the_tokenizers_pad_id(tokenize_dir, tiny_tokenizer, tmp_path):

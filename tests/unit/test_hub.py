@@ -8,7 +8,14 @@ import time
 import pytest
 
 from lmpipe import hub
-from lmpipe.hub import HubUnreachableError, hub_endpoint, hub_offline_mode, hub_reachable, is_local_reference, require_hub
+from lmpipe.hub import (
+    HubUnreachableError,
+    hub_endpoint,
+    hub_offline_mode,
+    hub_reachable,
+    is_local_reference,
+    require_hub,
+)
 
 REFUSED = "http://127.0.0.1:9"  # the discard port: nothing listens, the connection is refused at once
 
@@ -48,9 +55,9 @@ def test_offline_mode_flag(monkeypatch, value, offline):
 
 
 def test_require_hub_names_the_field_and_the_alternatives(unreachable_hub):
+    alternatives = "Use data.source=local with local files, or data.source=builtin for the offline corpus"
     with pytest.raises(HubUnreachableError) as caught:
-        require_hub("dataset 'eli5_category'", field="data.path",
-                    alternatives="Use data.source=local with local files, or data.source=builtin for the offline corpus")
+        require_hub("dataset 'eli5_category'", field="data.path", alternatives=alternatives)
     message = str(caught.value)
     assert "\n" not in message
     assert message.startswith("data.path: dataset 'eli5_category' needs the Hugging Face Hub")

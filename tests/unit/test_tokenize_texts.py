@@ -123,7 +123,9 @@ def test_default_config_shares_one_tokenizer_artifact_between_objectives(tmp_pat
 
 
 def test_trained_bpe_identity_tracks_its_settings():
-    assert tokenizer_identity(config_with("tokenizer.vocab_size=500"), "clm") != tokenizer_identity(config_with(), "clm")
+    default = tokenizer_identity(config_with(), "clm")
+    assert tokenizer_identity(config_with("tokenizer.vocab_size=500"), "clm") != default
+    assert tokenizer_identity(config_with("tokenizer.min_frequency=3"), "clm") != default
 
 
 def test_local_pretrained_model_gets_its_own_tokenizer_artifact(saved_tokenizer_dir, tmp_path):
