@@ -52,7 +52,8 @@ def test_fine_tune_from_a_local_save_pretrained_copy(workspace, objective):
     # The base perplexity is the checkpoint's own, measured on the same test blocks: proof that
     # training started from the pretrained weights and tokenizer, not from a fresh init.
     (group_dir,) = (workspace / "artifacts" / "group").iterdir()
-    test_blocks = load_from_disk(str(group_dir / "dataset"))["test"].select(range(config.eval.max_blocks))
+    test_blocks = load_from_disk(str(group_dir / "dataset"))["test"]
+    test_blocks = test_blocks.select(range(min(config.eval.max_blocks, len(test_blocks))))
     auto = AutoModelForCausalLM if objective == "clm" else AutoModelForMaskedLM
     tokenizer = AutoTokenizer.from_pretrained(checkpoint)
     collator = eval_collator(objective, tokenizer, config.train.mlm_probability, config.eval.mlm_seed)
