@@ -17,6 +17,7 @@ import os
 import statistics
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -37,8 +38,7 @@ def guide_group_texts(examples):
     total_length = len(concatenated_examples[list(examples.keys())[0]])
     total_length = (total_length // BLOCK_SIZE) * BLOCK_SIZE
     result = {
-        k: [t[i : i + BLOCK_SIZE] for i in range(0, total_length, BLOCK_SIZE)]
-        for k, t in concatenated_examples.items()
+        k: [t[i : i + BLOCK_SIZE] for i in range(0, total_length, BLOCK_SIZE)] for k, t in concatenated_examples.items()
     }
     result["labels"] = result["input_ids"].copy()
     return result
@@ -66,13 +66,20 @@ def dataset_table(rows: int, repeats: int) -> None:
     tokenized = synthetic_tokenized(rows)
     tokens = sum(len(x) for x in tokenized["train"]["input_ids"])
     guide_s, guide = median_seconds(lambda: tokenized.map(guide_group_texts, batched=True), repeats)
-    ours_s, (ours, _) = median_seconds(lambda: group_splits(tokenized, BLOCK_SIZE, "drop", 0, with_labels=True), repeats)
+    ours_s, (ours, _) = median_seconds(
+        lambda: group_splits(tokenized, BLOCK_SIZE, "drop", 0, with_labels=True), repeats
+    )
     identical = all(guide["train"][c] == ours["train"][c] for c in ("input_ids", "attention_mask", "labels"))
     print(f"\nDataset.map over {rows:,} rows / {tokens:,} tokens, block_size {BLOCK_SIZE}, median of {repeats}")
     print(f"{'implementation':<26}{'seconds':>10}{'tokens/s':>16}")
     print(f"{'guide group_texts':<26}{guide_s:>10.3f}{tokens / guide_s:>16,.0f}")
     print(f"{'ours group_splits':<26}{ours_s:>10.3f}{tokens / ours_s:>16,.0f}")
     print(f"speed-up (guide / ours): {guide_s / ours_s:.1f}x   identical blocks: {identical}")
+
+
+def ours_one_batch(batch: list[list[int]], tokens: int):
+    flat = np.fromiter((t for row in batch for t in row), dtype=np.int64, count=tokens)
+    return group_into_blocks(flat, np.ones_like(flat), BLOCK_SIZE, "drop", 0)
 
 
 def batch_scaling_table(repeats: int) -> None:
@@ -82,13 +89,8 @@ def batch_scaling_table(repeats: int) -> None:
     for rows in (250, 1000, 4000):
         batch = [rng.integers(0, 50_000, size=150).tolist() for _ in range(rows)]
         tokens = rows * 150
-        guide_s, _ = median_seconds(lambda: guide_group_texts({"input_ids": batch}), repeats)
-
-        def ours():
-            flat = np.fromiter((t for row in batch for t in row), dtype=np.int64, count=tokens)
-            return group_into_blocks(flat, np.ones_like(flat), BLOCK_SIZE, "drop", 0)
-
-        ours_s, _ = median_seconds(ours, repeats)
+        guide_s, _ = median_seconds(partial(guide_group_texts, {"input_ids": batch}), repeats)
+        ours_s, _ = median_seconds(partial(ours_one_batch, batch, tokens), repeats)
         print(f"{rows:>8,}{tokens:>12,}{guide_s:>12.4f}{ours_s:>12.4f}{guide_s / ours_s:>9.1f}x")
 
 

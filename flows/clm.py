@@ -1,6 +1,6 @@
 """Causal LM flow: download -> flatten -> tokenize -> group -> train-clm -> evaluate -> register.
 
-    python flows/clm.py --config configs/default.yaml --set train.epochs=1
+python flows/clm.py --config configs/default.yaml --set train.epochs=1
 """
 
 from prefect import flow

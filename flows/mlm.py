@@ -1,6 +1,6 @@
 """Masked LM flow: download -> flatten -> tokenize -> group -> train-mlm -> evaluate -> register.
 
-    python flows/mlm.py --config configs/default.yaml --set train.mlm_probability=0.2
+python flows/mlm.py --config configs/default.yaml --set train.mlm_probability=0.2
 """
 
 from prefect import flow

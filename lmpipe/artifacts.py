@@ -4,9 +4,9 @@ Each stage writes to `<root>/<stage>/<key>`, where key hashes everything that de
 output: the stage's config slice, the upstream artifact (whose directory name is already its
 fingerprint), and the code version. A stage returns that path, never the data.
 
-Prefect's cache record for a stage is stored *inside* the artifact directory. Deleting the
-directory therefore deletes the record too: the stage re-runs instead of returning a stale
-path, and there is no second cache to get out of step with the files.
+Prefect's cache is keyed by that directory. Before every lookup the key function checks the
+directory is still there and complete; if it is not (deleted, or a failed build), it expires
+Prefect's record, so the stage runs again instead of returning a stale path.
 """
 
 from __future__ import annotations
@@ -18,11 +18,11 @@ import sys
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import datetime, timedelta, timezone
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-CACHE_RECORD = ".prefect-cache-record"
 MANIFEST = "artifact.json"
 
 # Library versions that change what a stage produces; part of every stage's code version.
@@ -97,16 +97,27 @@ def building(final_dir: Path, stage: str, inputs: dict[str, Any]) -> Iterator[Pa
 def cached_stage(output_dir_of: Callable[..., Path]) -> dict[str, Any]:
     """Task options that key Prefect's cache by the stage's artifact directory.
 
-    `output_dir_of` takes the task's parameters and returns its output directory. The cache
-    record lives inside that directory (Prefect's local result storage rooted at '/').
+    `output_dir_of` takes the task's parameters and returns its output directory.
     """
 
-    def cache_key(_context: Any, parameters: dict[str, Any]) -> str:
-        return str(output_dir_of(**parameters) / CACHE_RECORD)
+    def cache_key(context: Any, parameters: dict[str, Any]) -> str:
+        out = output_dir_of(**parameters)
+        key = cache_key_of(out)
+        if not is_complete(out):
+            forget_cached_result(getattr(context, "result_store", None), key)
+        return key
 
-    return dict(
-        cache_key_fn=cache_key,
-        persist_result=True,
-        result_storage=Path("/"),
-        result_serializer="json",
-    )
+    return dict(cache_key_fn=cache_key, persist_result=True, result_serializer="json")
+
+
+def cache_key_of(directory: Path) -> str:
+    """Prefect cache key of an artifact directory: stage name plus a hash of its full path."""
+    return f"lmpipe-{directory.parent.name}-{fingerprint(str(directory))}"
+
+
+def forget_cached_result(store: Any, key: str) -> None:
+    """Make Prefect's record for `key` miss, whatever storage holds it, by overwriting it expired."""
+    if store is None or not store.exists(key):
+        return
+    expired = store.create_result_record(None, key=key, expiration=datetime.now(timezone.utc) - timedelta(seconds=1))
+    store.persist_result_record(expired)

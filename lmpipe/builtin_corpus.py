@@ -20,7 +20,16 @@ from pathlib import Path
 from typing import Any
 
 # Test suites and GUI demos hold little prose; vendored packages are not the stdlib's own text.
-_SKIPPED_PARTS = {"test", "tests", "idle_test", "site-packages", "dist-packages", "__pycache__", "lib2to3", "turtledemo"}
+_SKIPPED_PARTS = {
+    "test",
+    "tests",
+    "idle_test",
+    "site-packages",
+    "dist-packages",
+    "__pycache__",
+    "lib2to3",
+    "turtledemo",
+}
 _MIN_ANSWER_CHARS = 40
 
 
@@ -30,9 +39,7 @@ def stdlib_root() -> Path:
 
 def stdlib_sources(root: Path | None = None) -> list[Path]:
     root = root or stdlib_root()
-    return sorted(
-        path for path in root.rglob("*.py") if not _SKIPPED_PARTS.intersection(path.relative_to(root).parts)
-    )
+    return sorted(path for path in root.rglob("*.py") if not _SKIPPED_PARTS.intersection(path.relative_to(root).parts))
 
 
 def _short_id(text: str) -> str:
@@ -80,9 +87,7 @@ def documents_from_module(source: str, module: str) -> Iterator[dict[str, Any]]:
                 qualname = f"{module}.{node.name}"
                 yield _document(qualname, f"What is {qualname} for?", _clean(ast.get_docstring(node)), method_docs)
     if function_docs:
-        yield _document(
-            module, f"What does the {module} module offer?", _clean(ast.get_docstring(tree)), function_docs
-        )
+        yield _document(module, f"What does the {module} module offer?", _clean(ast.get_docstring(tree)), function_docs)
 
 
 def module_name(path: Path, root: Path) -> str:

@@ -1,7 +1,7 @@
 """Command line: run any flow from a YAML config with dotted overrides.
 
-    lmpipe run both --config configs/default.yaml --set train.epochs=2 --set data.block_size=64
-    lmpipe config --config configs/default.yaml --set train.learning_rate=5e-4   # print the resolved config
+lmpipe run both --config configs/default.yaml --set train.epochs=2 --set data.block_size=64
+lmpipe config --config configs/default.yaml --set train.learning_rate=5e-4   # print the resolved config
 """
 
 from __future__ import annotations
@@ -44,13 +44,16 @@ def summary_table(registration_dirs: list[str]) -> str:
         (r["model_name"], str(r["version"]), _number(r["base_perplexity"]), _number(r["perplexity"]), r["run_id"])
         for r in rows
     ]
-    widths = [max(len(cell) for cell in column) for column in zip(header, *body)]
-    line = lambda cells: "  ".join(cell.ljust(width) for cell, width in zip(cells, widths))  # noqa: E731
+    widths = [max(len(cell) for cell in column) for column in zip(header, *body, strict=True)]
+    line = lambda cells: "  ".join(cell.ljust(width) for cell, width in zip(cells, widths, strict=True))  # noqa: E731
     out = [line(header), line(tuple("-" * w for w in widths)), *map(line, body)]
     if rows:
         uri = rows[0]["tracking_uri"]
-        out += ["", "Review the models in MLflow:", f"  mlflow ui --backend-store-uri {uri}"
-                if uri.startswith("sqlite") else f"  open {uri}"]
+        out += [
+            "",
+            "Review the models in MLflow:",
+            f"  mlflow ui --backend-store-uri {uri}" if uri.startswith("sqlite") else f"  open {uri}",
+        ]
     return "\n".join(out)
 
 
@@ -60,7 +63,9 @@ def _number(value: float) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     apply_offline_defaults()
-    parser = argparse.ArgumentParser(prog="lmpipe", description="Train and register language models with Prefect and MLflow.")
+    parser = argparse.ArgumentParser(
+        prog="lmpipe", description="Train and register language models with Prefect and MLflow."
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("run", help="run a flow")
     run.add_argument("flow", nargs="?", default="both", choices=sorted(FLOWS), help="which flow (default: both)")
@@ -68,8 +73,15 @@ def main(argv: list[str] | None = None) -> int:
     show.add_argument("--reference", action="store_true", help="print the markdown config reference instead")
     for sub in (run, show):
         sub.add_argument("--config", "-c", default=None, help="YAML config file (default: built-in defaults)")
-        sub.add_argument("--set", "-s", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                         help="dotted override, e.g. --set train.epochs=2 (repeatable)")
+        sub.add_argument(
+            "--set",
+            "-s",
+            dest="overrides",
+            action="append",
+            default=[],
+            metavar="KEY=VALUE",
+            help="dotted override, e.g. --set train.epochs=2 (repeatable)",
+        )
     args = parser.parse_args(argv)
     if args.command == "config" and args.reference:
         from lmpipe.config_reference import markdown_reference

@@ -13,6 +13,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+Objective = Literal["clm", "mlm"]  # causal LM (GPT-2 family) or masked LM (RoBERTa family)
+
 
 class ConfigError(ValueError):
     """A config that cannot run; the message is one line naming the field and the value."""
@@ -21,7 +23,7 @@ class ConfigError(ValueError):
 class _Section(BaseModel):
     # Unknown keys are typos, never silently ignored. A number given for a text field
     # (--set registry.experiment=2024) is meant as text.
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, coerce_numbers_to_str=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, coerce_numbers_to_str=True, allow_inf_nan=False)
 
 
 # ---------------------------------------------------------------------------- data
@@ -50,7 +52,9 @@ class DataConfig(_Section):
         "auto", description="Local file format; 'auto' picks it from the file suffix."
     )
     builtin_documents: int = Field(
-        1000, gt=0, description="How many ELI5-shaped documents the builtin corpus holds (at most; the stdlib gives ~900)."
+        1000,
+        gt=0,
+        description="How many ELI5-shaped documents the builtin corpus holds (at most; the stdlib gives ~900).",
     )
     text_field: str = Field(
         "answers.text",
@@ -108,9 +112,7 @@ class ModelConfig(_Section):
     @model_validator(mode="after")
     def _heads_divide_hidden(self) -> ModelConfig:
         if self.hidden_size % self.n_heads:
-            raise ValueError(
-                f"n_heads={self.n_heads} must divide hidden_size={self.hidden_size}"
-            )
+            raise ValueError(f"n_heads={self.n_heads} must divide hidden_size={self.hidden_size}")
         return self
 
 
@@ -126,14 +128,18 @@ class TrainConfig(_Section):
     epochs: float = Field(3.0, gt=0, description="Passes over the training blocks.")
     max_steps: int | None = Field(None, gt=0, description="Stop after this many optimizer steps (overrides epochs).")
     learning_rate: float = Field(
-        1e-3, gt=0, description="Peak learning rate. 1e-3 suits tiny from-scratch models; the guide "
-        "fine-tunes pretrained ones with 2e-5."
+        1e-3,
+        gt=0,
+        description="Peak learning rate. 1e-3 suits tiny from-scratch models; the guide "
+        "fine-tunes pretrained ones with 2e-5.",
     )
     weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay (0.01 as in the guide).")
     warmup_ratio: float = Field(0.05, ge=0, lt=1, description="Fraction of steps spent warming up the learning rate.")
     batch_size: int = Field(16, ge=1, description="Blocks per device per step.")
     grad_accum: int = Field(1, ge=1, description="Gradient accumulation steps.")
-    mlm_probability: float = Field(0.15, gt=0, lt=1, description="Share of tokens masked for MLM (0.15 as in the guide).")
+    mlm_probability: float = Field(
+        0.15, gt=0, lt=1, description="Share of tokens masked for MLM (0.15 as in the guide)."
+    )
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
         "auto", description="'auto': bf16 on CUDA where supported, else fp16; fp32 on CPU."
     )
@@ -191,8 +197,7 @@ class PipelineConfig(_Section):
             limit = max_positions_of(getattr(self.model, name))
             if limit is not None and self.data.block_size > limit:
                 raise ValueError(
-                    f"data.block_size={self.data.block_size} is larger than model.{name}'s "
-                    f"{limit} positions"
+                    f"data.block_size={self.data.block_size} is larger than model.{name}'s {limit} positions"
                 )
         return self
 
@@ -204,13 +209,20 @@ def max_positions_of(model: ModelConfig) -> int | None:
     config_file = Path(model.pretrained) / "config.json"
     if not config_file.is_file():
         return None  # a hub id: checked when the model is loaded
-    raw = json.loads(config_file.read_text())
-    positions = raw.get("n_positions") or raw.get("max_position_embeddings")
+    return usable_positions(json.loads(config_file.read_text()))
+
+
+# RoBERTa-style models number positions from padding_idx + 1, so that many are never usable.
+POSITIONS_FROM_PADDING = ("roberta", "xlm-roberta", "camembert", "longformer")
+
+
+def usable_positions(model_config: dict[str, Any]) -> int | None:
+    """Tokens per sequence a model config allows (a config.json as a dict); None if it does not say."""
+    positions = model_config.get("n_positions") or model_config.get("max_position_embeddings")
     if positions is None:
         return None
-    # RoBERTa-style models reserve padding_idx + 1 positions before the first token.
-    if raw.get("model_type") in ("roberta", "xlm-roberta", "camembert", "longformer"):
-        positions -= (raw.get("pad_token_id") or 1) + 1
+    if model_config.get("model_type") in POSITIONS_FROM_PADDING:
+        positions -= (model_config.get("pad_token_id") or 1) + 1
     return int(positions)
 
 

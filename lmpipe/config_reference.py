@@ -1,6 +1,6 @@
 """The README's config reference, generated from the pydantic tree so it cannot drift from the code.
 
-    lmpipe config --reference      # prints the markdown table the README embeds
+lmpipe config --reference      # prints the markdown table the README embeds
 """
 
 from __future__ import annotations
@@ -30,6 +30,8 @@ def _rows(model: type[BaseModel], instance: BaseModel, prefix: str) -> list[tupl
 
 def markdown_reference() -> str:
     lines = [BEGIN, "| key | default | meaning |", "|---|---|---|"]
-    lines += [f"| `{key}` | {default} | {meaning} |" for key, default, meaning in _rows(PipelineConfig, PipelineConfig(), "")]
+    lines += [
+        f"| `{key}` | {default} | {meaning} |" for key, default, meaning in _rows(PipelineConfig, PipelineConfig(), "")
+    ]
     lines.append(END)
     return "\n".join(lines)

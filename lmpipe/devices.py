@@ -37,7 +37,8 @@ def plan_device(requested: Literal["auto", "fp32", "bf16", "fp16"] = "auto") -> 
         # Half precision on CPU is slower than fp32 for training; honour an explicit bf16 only.
         return DevicePlan("cpu", "bf16" if requested == "bf16" else "fp32", cores)
     if requested == "auto":
-        requested = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        # Native bf16 only (Ampere+); emulated bf16 on a T4/V100 is slower than fp16.
+        requested = "bf16" if torch.cuda.is_bf16_supported(including_emulation=False) else "fp16"
     return DevicePlan("cuda", requested, cores)
 
 

@@ -6,10 +6,8 @@ Without this, `load_dataset` / `from_pretrained` retry and wait on a dead networ
 from __future__ import annotations
 
 import os
-import socket
 import threading
 from pathlib import Path
-from urllib.parse import urlparse
 
 PROBE_TIMEOUT_S = 3.0
 
@@ -28,22 +26,22 @@ def hub_offline_mode() -> bool:
 
 
 def hub_reachable(endpoint: str | None = None, timeout_s: float = PROBE_TIMEOUT_S) -> bool:
-    """Can we open a TCP connection to the Hub within `timeout_s` (name lookup included)?"""
-    url = urlparse(endpoint or hub_endpoint())
-    port = url.port or (443 if url.scheme == "https" else 80)
+    """Does the Hub answer an HTTP HEAD within `timeout_s`? Proxies from the environment are used."""
+    import httpx
+
     outcome: list[bool] = []
 
     def probe() -> None:
         try:
-            with socket.create_connection((url.hostname or "", port), timeout=timeout_s):
-                outcome.append(True)
-        except OSError:
+            httpx.head(endpoint or hub_endpoint(), timeout=timeout_s, follow_redirects=False)
+            outcome.append(True)  # any HTTP answer, even an error status, means the Hub is reachable
+        except httpx.HTTPError:
             outcome.append(False)
 
-    # getaddrinfo has no timeout of its own, so the probe runs in a thread we stop waiting for.
+    # Name lookup has no timeout of its own, so the probe runs in a thread we stop waiting for.
     worker = threading.Thread(target=probe, daemon=True)
     worker.start()
-    worker.join(timeout_s)
+    worker.join(timeout_s + 0.5)
     return bool(outcome and outcome[0])
 
 

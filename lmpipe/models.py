@@ -7,7 +7,6 @@ training started from (same seed -> same random init).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
 
 from transformers import (
     AutoConfig,
@@ -20,12 +19,9 @@ from transformers import (
     set_seed,
 )
 
-from lmpipe.config import ModelConfig
+from lmpipe.config import ModelConfig, Objective, usable_positions
 from lmpipe.errors import PipelineInputError
 from lmpipe.hub import is_local_reference, require_hub
-
-Objective = Literal["clm", "mlm"]
-ROBERTA_POSITION_OFFSET = 2  # RoBERTa numbers positions from padding_idx + 1
 
 
 def gpt2_config(model: ModelConfig, tokenizer: PreTrainedTokenizerBase) -> GPT2Config:
@@ -50,7 +46,8 @@ def roberta_config(model: ModelConfig, tokenizer: PreTrainedTokenizerBase) -> Ro
         raise PipelineInputError("model.mlm.tokenizer: a masked LM needs a tokenizer with mask and pad tokens")
     return RobertaConfig(
         vocab_size=len(tokenizer),
-        max_position_embeddings=model.max_positions + ROBERTA_POSITION_OFFSET,
+        # RoBERTa numbers positions from padding_idx + 1 (see lmpipe.config.usable_positions).
+        max_position_embeddings=model.max_positions + tokenizer.pad_token_id + 1,
         hidden_size=model.hidden_size,
         num_hidden_layers=model.n_layers,
         num_attention_heads=model.n_heads,
@@ -68,8 +65,9 @@ def _auto_class(objective: Objective):
     return AutoModelForCausalLM if objective == "clm" else AutoModelForMaskedLM
 
 
-def build_base_model(objective: Objective, model: ModelConfig, tokenizer: PreTrainedTokenizerBase,
-                     seed: int, block_size: int) -> PreTrainedModel:
+def build_base_model(
+    objective: Objective, model: ModelConfig, tokenizer: PreTrainedTokenizerBase, seed: int, block_size: int
+) -> PreTrainedModel:
     """The model training starts from; deterministic for a given seed."""
     set_seed(seed)
     if model.pretrained is None:
@@ -77,14 +75,16 @@ def build_base_model(objective: Objective, model: ModelConfig, tokenizer: PreTra
         return _auto_class(objective).from_config(config)
     field = f"model.{objective}.pretrained"
     if not is_local_reference(model.pretrained):
-        require_hub(f"model {model.pretrained!r}", field=field,
-                    alternatives="Point it at a local save_pretrained directory, or set it to null to train from scratch")
-    config = AutoConfig.from_pretrained(model.pretrained)
-    positions = getattr(config, "n_positions", None) or getattr(config, "max_position_embeddings", 0)
-    if config.model_type in ("roberta", "xlm-roberta", "camembert"):
-        positions -= ROBERTA_POSITION_OFFSET
-    if block_size > positions:
-        raise PipelineInputError(f"data.block_size={block_size} is larger than {field}={model.pretrained!r}'s {positions} positions")
+        require_hub(
+            f"model {model.pretrained!r}",
+            field=field,
+            alternatives="Point it at a local save_pretrained directory, or set it to null to train from scratch",
+        )
+    positions = usable_positions(AutoConfig.from_pretrained(model.pretrained).to_dict())
+    if positions is not None and block_size > positions:
+        raise PipelineInputError(
+            f"data.block_size={block_size} is larger than {field}={model.pretrained!r}'s {positions} positions"
+        )
     loaded = _auto_class(objective).from_pretrained(model.pretrained)
     if loaded.get_input_embeddings().num_embeddings < len(tokenizer):
         loaded.resize_token_embeddings(len(tokenizer))

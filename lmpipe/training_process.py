@@ -15,10 +15,11 @@ import logging
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections import deque
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from transformers import TrainerCallback
@@ -63,6 +64,21 @@ class ProgressCallback(TrainerCallback):
         )
 
 
+def exit_with_parent(poll_s: float = 2.0) -> None:
+    """End this training process if its parent (the task) dies, so no trainer is left holding a GPU.
+
+    The parent kills us on errors and cancellation; this covers the parent being killed outright.
+    """
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(poll_s)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
 def child_main(train: Callable[[dict[str, Any]], None]) -> None:
     """Entry point of a training process: `python -m tasks.train_xxx job.json`.
 
@@ -72,6 +88,7 @@ def child_main(train: Callable[[dict[str, Any]], None]) -> None:
     from lmpipe.errors import is_input_error
 
     job = json.loads(Path(sys.argv[1]).read_text())
+    exit_with_parent()
     try:
         train(job)
     except Exception as error:
@@ -90,10 +107,10 @@ def _relay(line: str, log: logging.Logger | logging.LoggerAdapter, label: str) -
             log.debug(f"{label}: {line}")
         return None
     try:
-        event = json.loads(line[len(PROGRESS_PREFIX):])
+        event = json.loads(line[len(PROGRESS_PREFIX) :])
         _log_event(event, log, label)
     except (ValueError, KeyError, TypeError):  # a malformed report must never stop the relay
-        log.info(f"{label}: {line[len(PROGRESS_PREFIX):]}")
+        log.info(f"{label}: {line[len(PROGRESS_PREFIX) :]}")
         return None
     return event
 
@@ -111,25 +128,32 @@ def _log_event(event: dict[str, Any], log: logging.Logger | logging.LoggerAdapte
     elif event["event"] == "model":
         log.info(f"{label}: model with {event['parameters']:,} parameters, {event['train_blocks']:,} training blocks")
     elif event["event"] == "done":
-        log.info(f"{label}: done, train_loss {event['train_loss']:.4f}, {event['train_steps']} steps, "
-                 f"{event['train_tokens']:,} tokens in {event['train_runtime_s']:.1f} s")
+        log.info(
+            f"{label}: done, train_loss {event['train_loss']:.4f}, {event['train_steps']} steps, "
+            f"{event['train_tokens']:,} tokens in {event['train_runtime_s']:.1f} s"
+        )
     elif event["event"] != "input_error":
         log.info(f"{label}: {event}")
 
 
-def run_training_process(module: str, job: dict[str, Any], job_file: Path,
-                         log: logging.Logger | logging.LoggerAdapter, label: str) -> None:
+def run_training_process(
+    module: str, job: dict[str, Any], job_file: Path, log: logging.Logger | logging.LoggerAdapter, label: str
+) -> None:
     """Run `python -m <module> <job_file>` and stream its progress; raise TrainingFailed on error."""
     job_file.write_text(json.dumps(job, indent=2))
     project_root = Path(__file__).resolve().parent.parent
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(project_root), os.environ.get("PYTHONPATH")])),
-           "PYTHONUNBUFFERED": "1"}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(project_root), os.environ.get("PYTHONPATH")])),
+        "PYTHONUNBUFFERED": "1",
+    }
     command = [sys.executable, "-m", module, str(job_file)]
     log.info(f"{label}: launching {' '.join(command[1:3])} (pid follows)")
     tail: deque[str] = deque(maxlen=_TAIL_LINES)
     input_error: str | None = None
-    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
-                          cwd=os.getcwd()) as child:
+    with subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=os.getcwd()
+    ) as child:
         log.info(f"{label}: training process pid {child.pid}")
         try:
             assert child.stdout is not None

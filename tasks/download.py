@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import glob
-import math
 import logging
+import math
 import shutil
 import sys
 from pathlib import Path
@@ -69,9 +69,8 @@ def load_source(data: DataConfig, cache_dir: Path) -> Dataset:
         alternatives="Use data.source=local with data.path pointing at json/jsonl/csv/parquet/txt files, "
         "or data.source=builtin for the offline corpus",
     )
-    return load_dataset(
-        data.path, data.hub_config_name, split=data.split, revision=data.revision, cache_dir=str(cache_dir)
-    )
+    # The user's Hugging Face cache, not ours: with HF_HUB_OFFLINE=1 that is where a copy is found.
+    return load_dataset(data.path, data.hub_config_name, split=data.split, revision=data.revision)
 
 
 def split_train_test(dataset: Dataset, test_size: float, seed: int, origin: str) -> DatasetDict:
@@ -92,7 +91,9 @@ def describe_source(data: DataConfig) -> str:
     return f"{data.source} dataset {data.path!r} split {data.split!r}"
 
 
-def download_dataset(data: DataConfig, out_dir: Path, log: logging.Logger | logging.LoggerAdapter = _log) -> DatasetDict:
+def download_dataset(
+    data: DataConfig, out_dir: Path, log: logging.Logger | logging.LoggerAdapter = _log
+) -> DatasetDict:
     """Load the corpus, split it, save it under out_dir/dataset (Arrow)."""
     cache_dir = out_dir / ".hf-cache"
     origin = describe_source(data)
@@ -109,7 +110,11 @@ def download_dataset(data: DataConfig, out_dir: Path, log: logging.Logger | logg
 def source_identity(data: DataConfig) -> dict[str, Any]:
     """What determines the raw corpus: file contents for local data, the stdlib for builtin."""
     if data.source == "local":
-        return {"files": {str(f.resolve()): file_digest(f) for f in local_files(data)}, "format": data.format, "split": data.split}
+        return {
+            "files": {str(f.resolve()): file_digest(f) for f in local_files(data)},
+            "format": data.format,
+            "split": data.split,
+        }
     if data.source == "builtin":
         return {
             "documents": data.builtin_documents,
@@ -132,8 +137,13 @@ def download_output_dir(config: PipelineConfig) -> Path:
     return artifact_dir(config.artifacts.root, "download", inputs)
 
 
-@task(name="download", retries=3, retry_delay_seconds=[2, 5, 15], retry_condition_fn=retry_unless_input_error,
-      **cached_stage(download_output_dir))
+@task(
+    name="download",
+    retries=3,
+    retry_delay_seconds=[2, 5, 15],
+    retry_condition_fn=retry_unless_input_error,
+    **cached_stage(download_output_dir),
+)
 def download(config: PipelineConfig) -> str:
     """Fetch the corpus and save a train/test split; returns the artifact directory."""
     out = download_output_dir(config)

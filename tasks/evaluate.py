@@ -12,7 +12,7 @@ import json
 import logging
 import math
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -29,15 +29,13 @@ from transformers import (
 )
 
 from lmpipe import models
-from lmpipe.artifacts import artifact_dir, building, cached_stage, code_version, is_complete
-from lmpipe.config import PipelineConfig
+from lmpipe.artifacts import artifact_dir, building, cached_stage, code_version, fingerprint, is_complete
+from lmpipe.config import Objective, PipelineConfig
 from lmpipe.devices import plan_device, use_planned_threads
 from lmpipe.errors import PipelineInputError
+from tasks.group import IGNORE_INDEX
 
 _log = logging.getLogger(__name__)
-
-Objective = Literal["clm", "mlm"]
-IGNORE_INDEX = -100
 
 
 def perplexity_from_loss(loss: float) -> float:
@@ -48,16 +46,23 @@ def perplexity_from_loss(loss: float) -> float:
         return float("inf")
 
 
-def eval_collator(objective: Objective, tokenizer: PreTrainedTokenizerBase, mlm_probability: float,
-                  mlm_seed: int) -> DataCollatorForLanguageModeling:
+def eval_collator(
+    objective: Objective, tokenizer: PreTrainedTokenizerBase, mlm_probability: float, mlm_seed: int
+) -> DataCollatorForLanguageModeling:
     if objective == "clm":
         return DataCollatorForLanguageModeling(tokenizer=tokenizer, mlm=False)
     return DataCollatorForLanguageModeling(tokenizer=tokenizer, mlm_probability=mlm_probability, seed=mlm_seed)
 
 
 @torch.no_grad()
-def token_weighted_loss(model: PreTrainedModel, blocks: Dataset, collator: DataCollatorForLanguageModeling,
-                        objective: Objective, batch_size: int, device: str) -> tuple[float, int]:
+def token_weighted_loss(
+    model: PreTrainedModel,
+    blocks: Dataset,
+    collator: DataCollatorForLanguageModeling,
+    objective: Objective,
+    batch_size: int,
+    device: str,
+) -> tuple[float, int]:
     """(mean loss per predicted token, number of predicted tokens)."""
     model.to(device).eval()
     features = blocks.select_columns(["input_ids", "attention_mask"])
@@ -65,20 +70,28 @@ def token_weighted_loss(model: PreTrainedModel, blocks: Dataset, collator: DataC
     loss_sum, tokens = 0.0, 0
     for batch in loader:
         batch = {k: v.to(device) for k, v in batch.items()}
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits  # (batch, block, vocab)
+        logits = model(
+            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
+        ).logits  # (batch, block, vocab)
         labels = batch["labels"]  # (batch, block)
         if objective == "clm":  # token t predicts token t+1
             logits, labels = logits[:, :-1], labels[:, 1:]
-        loss_sum += F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=IGNORE_INDEX,
-                                    reduction="sum").item()
+        loss_sum += F.cross_entropy(
+            logits.flatten(0, 1).float(), labels.flatten(), ignore_index=IGNORE_INDEX, reduction="sum"
+        ).item()
         tokens += int((labels != IGNORE_INDEX).sum())
     if tokens == 0:
         raise PipelineInputError("eval: the test blocks hold no token to predict; add data or lower data.block_size")
     return loss_sum / tokens, tokens
 
 
-def evaluate_models(objective: Objective, model_dir: Path, blocks_dir: Path, config: PipelineConfig,
-                    log: logging.Logger | logging.LoggerAdapter = _log) -> dict[str, Any]:
+def evaluate_models(
+    objective: Objective,
+    model_dir: Path,
+    blocks_dir: Path,
+    config: PipelineConfig,
+    log: logging.Logger | logging.LoggerAdapter = _log,
+) -> dict[str, Any]:
     """Perplexity of the trained model in model_dir and of the base model it started from."""
     plan = plan_device("fp32")  # evaluate in full precision: the number is what reviewers compare
     use_planned_threads(plan)
@@ -91,7 +104,12 @@ def evaluate_models(objective: Objective, model_dir: Path, blocks_dir: Path, con
 
     def loss_of(model: PreTrainedModel) -> tuple[float, int]:
         collator = eval_collator(objective, tokenizer, config.train.mlm_probability, config.eval.mlm_seed)
-        return token_weighted_loss(model, test, collator, objective, config.eval.batch_size, plan.device)
+        try:
+            return token_weighted_loss(model, test, collator, objective, config.eval.batch_size, plan.device)
+        finally:  # this runs in the worker: hand GPU memory back before the next trainer starts
+            model.to("cpu")
+            if plan.device == "cuda":
+                torch.cuda.empty_cache()
 
     auto = AutoModelForCausalLM if objective == "clm" else AutoModelForMaskedLM
     trained_loss, tokens = loss_of(auto.from_pretrained(str(model_dir)))
@@ -106,19 +124,35 @@ def evaluate_models(objective: Objective, model_dir: Path, blocks_dir: Path, con
         "base_perplexity": perplexity_from_loss(base_loss),
         "eval_tokens": tokens,
         "eval_blocks": len(test),
-        "eval_set": eval_set_fingerprint(blocks_dir, config),
+        "eval_set": eval_set_fingerprint(blocks_dir, config, objective),
     }
-    log.info(f"evaluate {objective}: perplexity {metrics['perplexity']:.2f} (base {metrics['base_perplexity']:.2f}) "
-             f"over {tokens} tokens in {len(test)} test blocks")
+    if not math.isfinite(metrics["perplexity"]):
+        # Fail here, before any register task runs, so a diverged model registers nothing.
+        raise PipelineInputError(
+            f"evaluate: {objective} perplexity is {metrics['perplexity']} (eval loss {trained_loss}); training "
+            "diverged, so nothing is registered (lower train.learning_rate?)"
+        )
+    log.info(
+        f"evaluate {objective}: perplexity {metrics['perplexity']:.2f} (base {metrics['base_perplexity']:.2f}) "
+        f"over {tokens} tokens in {len(test)} test blocks"
+    )
     return metrics
 
 
-def eval_set_fingerprint(blocks_dir: Path, config: PipelineConfig) -> str:
-    """Identifies the exact evaluation set: same blocks, same cap, same masking seed."""
-    from lmpipe.artifacts import fingerprint
+def eval_set_fingerprint(blocks_dir: Path, config: PipelineConfig, objective: Objective) -> str:
+    """Identifies the exact evaluation set: two perplexities compare only when this matches.
 
-    return fingerprint({"blocks": Path(blocks_dir).name, "max_blocks": config.eval.max_blocks,
-                        "mlm_seed": config.eval.mlm_seed, "mlm_probability": config.train.mlm_probability})
+    CLM: the test blocks and the cap. MLM adds what decides the masks: seed, probability and the
+    batch size (the collator draws each batch's masks from one generator, in batch order).
+    """
+    identity: dict[str, Any] = {"blocks": Path(blocks_dir).name, "max_blocks": config.eval.max_blocks}
+    if objective == "mlm":
+        identity |= {
+            "mlm_seed": config.eval.mlm_seed,
+            "mlm_probability": config.train.mlm_probability,
+            "batch_size": config.eval.batch_size,
+        }
+    return fingerprint(identity)
 
 
 # ---------------------------------------------------------------------------- task
@@ -127,7 +161,7 @@ def eval_set_fingerprint(blocks_dir: Path, config: PipelineConfig) -> str:
 def evaluate_output_dir(model_dir: str, blocks_dir: str, config: PipelineConfig, objective: Objective) -> Path:
     inputs = {
         "model": Path(model_dir).name,
-        "eval_set": eval_set_fingerprint(Path(blocks_dir), config),
+        "eval_set": eval_set_fingerprint(Path(blocks_dir), config, objective),
         "batch_size": config.eval.batch_size,
         "code": code_version(__file__, models.__file__),
     }

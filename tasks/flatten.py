@@ -6,7 +6,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from datasets import DatasetDict, load_from_disk
+from datasets import DatasetDict, disable_caching, load_from_disk
 from prefect import get_run_logger, task
 
 from lmpipe.artifacts import artifact_dir, building, cached_stage, code_version, is_complete
@@ -37,6 +37,7 @@ def _join_batch(batch: dict[str, list[Any]], field: str) -> dict[str, list[str]]
 
 def flatten_and_join(splits: DatasetDict, text_field: str) -> DatasetDict:
     """Dataset.flatten (nested -> dotted columns), then put the joined text field in column 'text'."""
+    disable_caching()  # map() would write cache files into the upstream artifact; ours is the cache
     flat = splits.flatten()
     columns = flat["train"].column_names
     if text_field not in columns:
@@ -58,7 +59,9 @@ def _has_text(batch: dict[str, list[Any]]) -> list[bool]:
     return [bool(text.strip()) for text in batch[TEXT_COLUMN]]
 
 
-def flatten_dataset(download_dir: Path, text_field: str, out_dir: Path, log: logging.Logger | logging.LoggerAdapter = _log) -> DatasetDict:
+def flatten_dataset(
+    download_dir: Path, text_field: str, out_dir: Path, log: logging.Logger | logging.LoggerAdapter = _log
+) -> DatasetDict:
     splits = load_from_disk(str(download_dir / "dataset"))
     flat = flatten_and_join(splits, text_field)
     for split in ("train", "test"):

@@ -15,12 +15,12 @@ from typing import Any, Literal
 
 import numpy as np
 import pyarrow as pa
-from datasets import DatasetDict, load_from_disk
+from datasets import Dataset, DatasetDict, disable_caching, load_from_disk
 from prefect import get_run_logger, task
 from transformers import AutoTokenizer
 
 from lmpipe.artifacts import artifact_dir, building, cached_stage, code_version, is_complete
-from lmpipe.config import PipelineConfig
+from lmpipe.config import Objective, PipelineConfig
 from lmpipe.errors import PipelineInputError
 
 _log = logging.getLogger(__name__)
@@ -55,57 +55,63 @@ def labels_for(ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return np.where(mask.astype(bool), ids, IGNORE_INDEX)
 
 
-def _group_batch(batch: pa.Table, block_size: int, remainder: Remainder, pad_id: int, with_labels: bool) -> dict[str, Any]:
+def _group_batch(
+    batch: pa.Table, block_size: int, remainder: Remainder, pad_id: int, with_labels: bool
+) -> dict[str, Any]:
     # list<int> columns -> their flat value buffers: no Python-level concatenation at all.
     ids = batch.column("input_ids").combine_chunks().flatten().to_numpy()
     mask = batch.column("attention_mask").combine_chunks().flatten().to_numpy()
-    block_ids, block_mask, dropped = group_into_blocks(ids, mask, block_size, remainder, pad_id)
+    block_ids, block_mask, _ = group_into_blocks(ids, mask, block_size, remainder, pad_id)
     out = {"input_ids": block_ids, "attention_mask": block_mask}
     if with_labels:
         out["labels"] = labels_for(block_ids, block_mask)
-    # map() can only return columns, so the batch's dropped-token count rides on its first block
-    # and is summed (then removed) afterwards.
-    out["dropped_tokens"] = np.zeros(len(block_ids), dtype=np.int64)
-    if len(block_ids):
-        out["dropped_tokens"][0] = dropped
     return out
 
 
-def group_splits(tokenized: DatasetDict, block_size: int, remainder: Remainder, pad_id: int,
-                 with_labels: bool) -> tuple[DatasetDict, dict[str, int]]:
+def group_splits(
+    tokenized: DatasetDict, block_size: int, remainder: Remainder, pad_id: int, with_labels: bool
+) -> tuple[DatasetDict, dict[str, int]]:
     """Blocks for every split, and the number of tokens dropped per split."""
-    grouped = tokenized.with_format("arrow").map(
-        _group_batch,
-        batched=True,
-        batch_size=GROUP_BATCH_ROWS,
-        fn_kwargs={"block_size": block_size, "remainder": remainder, "pad_id": pad_id, "with_labels": with_labels},
-        remove_columns=tokenized["train"].column_names,
-        desc=f"group into {block_size}-token blocks",
-    ).with_format(None)
-    dropped = {split: _dropped_tokens(grouped[split], tokenized[split]) for split in grouped}
-    # Split by split: a split that made no block has no dropped_tokens column to remove.
-    blocks = DatasetDict({
-        split: data.remove_columns("dropped_tokens") if "dropped_tokens" in data.column_names else data
-        for split, data in grouped.items()
-    })
-    return blocks, dropped
+    disable_caching()  # map() would write cache files into the upstream artifact; ours is the cache
+    grouped = (
+        tokenized.with_format("arrow")
+        .map(
+            _group_batch,
+            batched=True,
+            batch_size=GROUP_BATCH_ROWS,
+            fn_kwargs={"block_size": block_size, "remainder": remainder, "pad_id": pad_id, "with_labels": with_labels},
+            remove_columns=tokenized["train"].column_names,
+            desc=f"group into {block_size}-token blocks",
+        )
+        .with_format(None)
+    )
+    # Every kept token sits in a block; with 'pad' nothing is dropped, with 'drop' the rest is.
+    dropped = {
+        split: 0 if remainder == "pad" else total_tokens(tokenized[split]) - len(grouped[split]) * block_size
+        for split in grouped
+    }
+    return grouped, dropped
 
 
-def _dropped_tokens(blocks, tokenized) -> int:
-    if "dropped_tokens" in blocks.column_names:
-        return int(pa.compute.sum(blocks.data.column("dropped_tokens")).as_py() or 0)
-    # No batch made a block, so map() never added the column: every token was dropped.
-    return int(pa.compute.sum(pa.compute.list_value_length(tokenized.data.column("input_ids"))).as_py() or 0)
+def total_tokens(tokenized: Dataset) -> int:
+    lengths = pa.compute.list_value_length(tokenized.data.column("input_ids"))
+    return int(pa.compute.sum(lengths).as_py() or 0)
 
 
-def group_dataset(tokenize_dir: Path, block_size: int, remainder: Remainder, with_labels: bool, out_dir: Path,
-                  log: logging.Logger | logging.LoggerAdapter = _log) -> DatasetDict:
+def group_dataset(
+    tokenize_dir: Path,
+    block_size: int,
+    remainder: Remainder,
+    with_labels: bool,
+    out_dir: Path,
+    log: logging.Logger | logging.LoggerAdapter = _log,
+) -> DatasetDict:
     tokenized = load_from_disk(str(tokenize_dir / "dataset"))
     pad_id = _pad_id(tokenize_dir)
     grouped, dropped = group_splits(tokenized, block_size, remainder, pad_id, with_labels)
     for split in ("train", "test"):
         if len(grouped[split]) == 0:
-            tokens = dropped[split]
+            tokens = total_tokens(tokenized[split])
             raise PipelineInputError(
                 f"data.block_size={block_size}: the {split} split has {tokens} tokens, too few for one block; "
                 "lower data.block_size, set data.remainder=pad, or add data"
@@ -127,7 +133,7 @@ def _pad_id(tokenize_dir: Path) -> int:
 # ---------------------------------------------------------------------------- task
 
 
-def group_output_dir(tokenize_dir: str, config: PipelineConfig, objective: Literal["clm", "mlm"]) -> Path:
+def group_output_dir(tokenize_dir: str, config: PipelineConfig, objective: Objective) -> Path:
     inputs = {
         "upstream": Path(tokenize_dir).name,
         "block_size": config.data.block_size,
@@ -139,12 +145,18 @@ def group_output_dir(tokenize_dir: str, config: PipelineConfig, objective: Liter
 
 
 @task(name="group", **cached_stage(group_output_dir))
-def group(tokenize_dir: str, config: PipelineConfig, objective: Literal["clm", "mlm"]) -> str:
+def group(tokenize_dir: str, config: PipelineConfig, objective: Objective) -> str:
     """Concatenate and cut into block_size blocks (CLM blocks carry labels); returns the artifact directory."""
     out = group_output_dir(tokenize_dir, config, objective)
     if not is_complete(out):
         inputs = {"upstream": tokenize_dir, "block_size": config.data.block_size, "remainder": config.data.remainder}
         with building(out, "group", inputs) as scratch:
-            group_dataset(Path(tokenize_dir), config.data.block_size, config.data.remainder, objective == "clm",
-                          scratch, get_run_logger())
+            group_dataset(
+                Path(tokenize_dir),
+                config.data.block_size,
+                config.data.remainder,
+                objective == "clm",
+                scratch,
+                get_run_logger(),
+            )
     return str(out)

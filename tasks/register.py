@@ -16,18 +16,17 @@ import os
 import re
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from prefect import get_run_logger, runtime, task
 from prefect.artifacts import create_markdown_artifact
 
 from lmpipe.artifacts import artifact_dir, building, cached_stage, code_version, is_complete, read_manifest
-from lmpipe.config import PipelineConfig
-from lmpipe.errors import PipelineInputError
+from lmpipe.config import Objective, PipelineConfig
+from lmpipe.errors import PipelineInputError, retry_unless_input_error
 
 _log = logging.getLogger(__name__)
 
-Objective = Literal["clm", "mlm"]
 PIPELINE_TASK = {"clm": "text-generation", "mlm": "fill-mask"}
 FINGERPRINT_TAG = "lmpipe.fingerprint"
 # Exactly what serving the model needs; without an explicit list MLflow goes looking for torchvision.
@@ -36,7 +35,9 @@ _SERVING_LIBRARIES = ("transformers", "torch", "tokenizers", "safetensors", "acc
 
 def tracking_uri(config: PipelineConfig) -> str:
     """Config, else $MLFLOW_TRACKING_URI, else a SQLite store in the working directory."""
-    return config.registry.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
+    return (
+        config.registry.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
+    )
 
 
 def registered_name(config: PipelineConfig, objective: Objective) -> str:
@@ -80,15 +81,20 @@ def _experiment_id(client, name: str, uri: str) -> str:
 
 def find_registered_version(client, name: str, fingerprint: str):
     """The version already registered for these exact artifacts, if any."""
-    try:
-        versions = client.search_model_versions(f"name = '{name}' and tags.`{FINGERPRINT_TAG}` = '{fingerprint}'")
-    except Exception:  # noqa: BLE001 - the registered model may simply not exist yet
-        return None
+    # An error here must fail the task (and be retried), never be read as "not registered yet".
+    versions = client.search_model_versions(f"name = '{name}' and tags.`{FINGERPRINT_TAG}` = '{fingerprint}'")
     return min(versions, key=lambda v: int(v.version)) if versions else None
 
 
-def register_model(objective: Objective, model_dir: Path, eval_dir: Path, config: PipelineConfig, fingerprint: str,
-                   flow_run_id: str | None, log: logging.Logger | logging.LoggerAdapter = _log) -> dict[str, Any]:
+def register_model(
+    objective: Objective,
+    model_dir: Path,
+    eval_dir: Path,
+    config: PipelineConfig,
+    fingerprint: str,
+    flow_run_id: str | None,
+    log: logging.Logger | logging.LoggerAdapter = _log,
+) -> dict[str, Any]:
     """Log params, metrics and the model to MLflow and register a version; returns what was registered."""
     import mlflow
     from mlflow import MlflowClient
@@ -114,15 +120,19 @@ def register_model(objective: Objective, model_dir: Path, eval_dir: Path, config
     experiment_id = _experiment_id(client, config.registry.experiment, uri)
     with mlflow.start_run(experiment_id=experiment_id, run_name=f"{objective}-{fingerprint[:8]}") as run:
         mlflow.log_params(flat_params(config.model_dump(mode="json")))
-        mlflow.log_metrics({
-            "perplexity": metrics["perplexity"],
-            "base_perplexity": min(metrics["base_perplexity"], 1e300),
-            "eval_loss": metrics["eval_loss"],
-            "train_loss": train_metrics["train_loss"],
-            "train_tokens": train_metrics["train_tokens"],
-            "train_runtime_s": train_metrics["train_runtime_s"],
-        })
-        mlflow.set_tags({"objective": objective, "prefect.flow_run_id": flow_run_id or "", "device": train_metrics["device"]})
+        mlflow.log_metrics(
+            {
+                "perplexity": metrics["perplexity"],
+                "base_perplexity": min(metrics["base_perplexity"], 1e300),
+                "eval_loss": metrics["eval_loss"],
+                "train_loss": train_metrics["train_loss"],
+                "train_tokens": train_metrics["train_tokens"],
+                "train_runtime_s": train_metrics["train_runtime_s"],
+            }
+        )
+        mlflow.set_tags(
+            {"objective": objective, "prefect.flow_run_id": flow_run_id or "", "device": train_metrics["device"]}
+        )
         info = mlflow.transformers.log_model(
             # Loaded components: MLflow 3's local-checkpoint path breaks on transformers 5's lazy
             # pipeline registry ('str' object has no attribute '__name__').
@@ -145,15 +155,20 @@ def register_model(objective: Objective, model_dir: Path, eval_dir: Path, config
             },
         )
     client.update_model_version(
-        name, version.version,
+        name,
+        version.version,
         description=f"{objective.upper()} perplexity {metrics['perplexity']:.2f} (base model "
         f"{metrics['base_perplexity']:.2f}) on eval set {metrics['eval_set']}, block_size {config.data.block_size}.",
     )
-    log.info(f"register: {name} version {version.version} (run {run.info.run_id}), perplexity {metrics['perplexity']:.2f}")
+    log.info(
+        f"register: {name} version {version.version} (run {run.info.run_id}), perplexity {metrics['perplexity']:.2f}"
+    )
     return _registration(objective, name, version.version, run.info.run_id, uri, metrics)
 
 
-def _registration(objective: str, name: str, version: str | int, run_id: str, uri: str, metrics: dict[str, Any]) -> dict[str, Any]:
+def _registration(
+    objective: str, name: str, version: str | int, run_id: str, uri: str, metrics: dict[str, Any]
+) -> dict[str, Any]:
     return {
         "objective": objective,
         "model_name": name,
@@ -195,14 +210,28 @@ def register_output_dir(model_dir: str, eval_dir: str, config: PipelineConfig, o
     return artifact_dir(config.artifacts.root, f"register-{objective}", inputs)
 
 
-@task(name="register", **cached_stage(register_output_dir))
+# Retrying is safe: a version that was already created is found again by its fingerprint tag.
+@task(
+    name="register",
+    retries=2,
+    retry_delay_seconds=[5, 15],
+    retry_condition_fn=retry_unless_input_error,
+    **cached_stage(register_output_dir),
+)
 def register(model_dir: str, eval_dir: str, config: PipelineConfig, objective: Objective) -> str:
     """Log to MLflow and register a model version; returns the directory holding registration.json."""
     out = register_output_dir(model_dir, eval_dir, config, objective)
     if not is_complete(out):
         with building(out, "register", {"model": model_dir, "eval": eval_dir}) as scratch:
-            registration = register_model(objective, Path(model_dir), Path(eval_dir), config, out.name,
-                                          str(runtime.flow_run.id or ""), get_run_logger())
+            registration = register_model(
+                objective,
+                Path(model_dir),
+                Path(eval_dir),
+                config,
+                out.name,
+                str(runtime.flow_run.id or ""),
+                get_run_logger(),
+            )
             (scratch / "registration.json").write_text(json.dumps(registration, indent=2))
         _publish_to_prefect_ui(registration)
     return str(out)

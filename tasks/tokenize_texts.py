@@ -13,16 +13,16 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from datasets import Dataset, DatasetDict, load_from_disk
+from datasets import Dataset, DatasetDict, disable_caching, load_from_disk
 from prefect import get_run_logger, task
 from tokenizers import AddedToken, ByteLevelBPETokenizer
 from tokenizers.processors import RobertaProcessing
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
 from lmpipe.artifacts import artifact_dir, building, cached_stage, code_version, file_digest, is_complete
-from lmpipe.config import PipelineConfig
+from lmpipe.config import Objective, PipelineConfig
 from lmpipe.devices import available_cores
 from lmpipe.errors import PipelineInputError
 from lmpipe.hub import is_local_reference, require_hub
@@ -30,8 +30,13 @@ from tasks.flatten import TEXT_COLUMN
 
 _log = logging.getLogger(__name__)
 
-Objective = Literal["clm", "mlm"]
-SPECIAL_TOKENS = {"bos_token": "<s>", "pad_token": "<pad>", "eos_token": "</s>", "unk_token": "<unk>", "mask_token": "<mask>"}
+SPECIAL_TOKENS = {
+    "bos_token": "<s>",
+    "pad_token": "<pad>",
+    "eos_token": "</s>",
+    "unk_token": "<unk>",
+    "mask_token": "<mask>",
+}
 
 
 # ---------------------------------------------------------------------------- which tokenizer
@@ -46,7 +51,9 @@ def tokenizer_source(config: PipelineConfig, objective: Objective) -> str | None
 def tokenizer_identity(config: PipelineConfig, objective: Objective) -> dict[str, Any]:
     source = tokenizer_source(config, objective)
     if source is None:
-        return {"trained_bpe": {"vocab_size": config.tokenizer.vocab_size, "min_frequency": config.tokenizer.min_frequency}}
+        return {
+            "trained_bpe": {"vocab_size": config.tokenizer.vocab_size, "min_frequency": config.tokenizer.min_frequency}
+        }
     if is_local_reference(source):
         root = Path(source).expanduser()
         return {"local": {str(f.relative_to(root)): file_digest(f) for f in sorted(root.rglob("*")) if f.is_file()}}
@@ -65,8 +72,13 @@ def train_bpe_tokenizer(texts: Dataset, vocab_size: int, min_frequency: int) -> 
     """Byte-level BPE trained on `texts`, with RoBERTa-style specials usable for CLM and MLM."""
     bpe = ByteLevelBPETokenizer()
     specials = [SPECIAL_TOKENS[k] for k in ("bos_token", "pad_token", "eos_token", "unk_token", "mask_token")]
-    bpe.train_from_iterator(_text_batches(texts), vocab_size=vocab_size, min_frequency=min_frequency,
-                            special_tokens=specials, show_progress=False)
+    bpe.train_from_iterator(
+        _text_batches(texts),
+        vocab_size=vocab_size,
+        min_frequency=min_frequency,
+        special_tokens=specials,
+        show_progress=False,
+    )
     bpe.post_processor = RobertaProcessing(
         (SPECIAL_TOKENS["eos_token"], bpe.token_to_id(SPECIAL_TOKENS["eos_token"])),  # sep
         (SPECIAL_TOKENS["bos_token"], bpe.token_to_id(SPECIAL_TOKENS["bos_token"])),  # cls
@@ -80,8 +92,11 @@ def train_bpe_tokenizer(texts: Dataset, vocab_size: int, min_frequency: int) -> 
 
 def load_pretrained_tokenizer(name_or_path: str, field: str) -> PreTrainedTokenizerBase:
     if not is_local_reference(name_or_path):
-        require_hub(f"tokenizer {name_or_path!r}", field=field,
-                    alternatives="Point it at a local save_pretrained directory, or set it to null to train one here")
+        require_hub(
+            f"tokenizer {name_or_path!r}",
+            field=field,
+            alternatives="Point it at a local save_pretrained directory, or set it to null to train one here",
+        )
     tokenizer = AutoTokenizer.from_pretrained(name_or_path)
     if not tokenizer.is_fast:
         raise PipelineInputError(f"{field}={name_or_path!r} has no fast tokenizer; batched tokenization needs one")
@@ -107,6 +122,7 @@ def _encode_batch(batch: dict[str, list[str]], tokenizer: PreTrainedTokenizerBas
 
 def tokenize_splits(splits: DatasetDict, tokenizer: PreTrainedTokenizerBase, num_proc: int) -> DatasetDict:
     """input_ids and attention_mask per row; every other column is dropped."""
+    disable_caching()  # map() would write cache files into the upstream artifact; ours is the cache
     rows = min(len(splits[s]) for s in splits)
     return splits.map(
         _encode_batch,
@@ -118,8 +134,13 @@ def tokenize_splits(splits: DatasetDict, tokenizer: PreTrainedTokenizerBase, num
     )
 
 
-def tokenize_dataset(flat_dir: Path, config: PipelineConfig, objective: Objective, out_dir: Path,
-                     log: logging.Logger | logging.LoggerAdapter = _log) -> DatasetDict:
+def tokenize_dataset(
+    flat_dir: Path,
+    config: PipelineConfig,
+    objective: Objective,
+    out_dir: Path,
+    log: logging.Logger | logging.LoggerAdapter = _log,
+) -> DatasetDict:
     splits = load_from_disk(str(flat_dir / "dataset"))
     tokenizer = build_tokenizer(config, objective, splits["train"])
     tokenizer.save_pretrained(str(out_dir / "tokenizer"))
@@ -137,7 +158,11 @@ def tokenize_dataset(flat_dir: Path, config: PipelineConfig, objective: Objectiv
 
 def tokenize_output_dir(flat_dir: str, config: PipelineConfig, objective: Objective) -> Path:
     # The objective is deliberately absent: one tokenizer -> one artifact, shared by CLM and MLM.
-    inputs = {"upstream": Path(flat_dir).name, "tokenizer": tokenizer_identity(config, objective), "code": code_version(__file__)}
+    inputs = {
+        "upstream": Path(flat_dir).name,
+        "tokenizer": tokenizer_identity(config, objective),
+        "code": code_version(__file__),
+    }
     return artifact_dir(config.artifacts.root, "tokenize", inputs)
 
 
@@ -146,6 +171,8 @@ def tokenize(flat_dir: str, config: PipelineConfig, objective: Objective) -> str
     """Tokenize the text column (training a BPE first if no tokenizer is given); returns the artifact directory."""
     out = tokenize_output_dir(flat_dir, config, objective)
     if not is_complete(out):
-        with building(out, "tokenize", {"upstream": flat_dir, "tokenizer": tokenizer_identity(config, objective)}) as scratch:
+        with building(
+            out, "tokenize", {"upstream": flat_dir, "tokenizer": tokenizer_identity(config, objective)}
+        ) as scratch:
             tokenize_dataset(Path(flat_dir), config, objective, scratch, get_run_logger())
     return str(out)

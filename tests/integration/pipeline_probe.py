@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
-from uuid import UUID
-
 from pathlib import Path
+from uuid import UUID
 
 from mlflow import MlflowClient
 from prefect.client.orchestration import get_client
@@ -22,8 +21,11 @@ def tiny_config(workspace: Path, *overrides: str) -> PipelineConfig:
     """configs/tiny.yaml with its artifacts and MLflow store inside the test's workspace."""
     return load_config(
         PROJECT_ROOT / "configs" / "tiny.yaml",
-        [f"artifacts.root={workspace / 'artifacts'}", f"registry.tracking_uri=sqlite:///{workspace / 'mlflow.db'}",
-         *overrides],
+        [
+            f"artifacts.root={workspace / 'artifacts'}",
+            f"registry.tracking_uri=sqlite:///{workspace / 'mlflow.db'}",
+            *overrides,
+        ],
     )
 
 

@@ -65,8 +65,9 @@ def test_missing_text_field(workspace):
 
 def test_all_texts_shorter_than_block_size(workspace):
     data = write_jsonl(workspace / "short.jsonl", [{"text": "hi"} for _ in range(20)])
-    config = tiny_config(workspace, "data.source=local", f"data.path={data}", "data.text_field=text",
-                         "data.block_size=64")
+    config = tiny_config(
+        workspace, "data.source=local", f"data.path={data}", "data.text_field=text", "data.block_size=64"
+    )
     error = failed_run(config)
     assert isinstance(error, PipelineInputError)
     message = str(error)
@@ -89,8 +90,10 @@ def test_offline_hub_source_fails_fast_and_names_the_alternatives(workspace, mon
 
 
 def test_changed_local_file_contents_rerun_everything(workspace):
-    rows = [{"q_id": str(i), "answers": {"text": [f"answer number {i} says the sky is blue and water is wet"] * 3}}
-            for i in range(40)]
+    rows = [
+        {"q_id": str(i), "answers": {"text": [f"answer number {i} says the sky is blue and water is wet"] * 3}}
+        for i in range(40)
+    ]
     data = write_jsonl(workspace / "eli5.jsonl", rows)
     config = tiny_config(workspace, "data.source=local", f"data.path={data}")
 
@@ -99,8 +102,10 @@ def test_changed_local_file_contents_rerun_everything(workspace):
     again = clm_flow(config, return_state=True)
     assert set(sum(task_states(again.state_details.flow_run_id).values(), [])) == {"Cached"}
 
-    write_jsonl(data, [{**row, "answers": {"text": [t.replace("blue", "grey") for t in row["answers"]["text"]]}}
-                       for row in rows])  # same path, new contents
+    write_jsonl(
+        data,
+        [{**row, "answers": {"text": [t.replace("blue", "grey") for t in row["answers"]["text"]]}} for row in rows],
+    )  # same path, new contents
     changed = clm_flow(config, return_state=True)
     assert changed.is_completed(), changed.message
     states = task_states(changed.state_details.flow_run_id)

@@ -33,6 +33,10 @@ def test_first_run_registers_both_models_then_reruns_are_cached_until_block_size
     assert states["download"] == ["Completed"] and states["train-clm"] == ["Completed"]
     assert states["tokenize"] == ["Completed", "Cached"], "CLM and MLM should share one tokenized dataset"
     assert registered_versions(uri) == {"eli5-clm": [1], "eli5-mlm": [1]}
+    leftovers = list((workspace / "artifacts").rglob("cache-*.arrow")) + list(
+        (workspace / "artifacts").rglob(".*building*")
+    )
+    assert leftovers == [], f"published artifacts must not be written into afterwards: {leftovers}"
     for registration_dir in registrations:
         registration = json.loads((Path(registration_dir) / "registration.json").read_text())
         assert math.isfinite(registration["perplexity"]) and registration["perplexity"] > 1
@@ -89,3 +93,33 @@ def test_deleted_artifact_directory_reruns_that_stage_only(workspace):
     for stage in ("download", "flatten", "tokenize", "train-clm", "train-mlm", "evaluate", "register"):
         assert set(states[stage]) == {"Cached"}, stage
     assert registered_versions(config.registry.tracking_uri) == {"eli5-clm": [1], "eli5-mlm": [1]}
+
+    # Register's own artifact gone: it runs again, finds the versions by their fingerprint tag,
+    # and adds none.
+    for objective in ("clm", "mlm"):
+        shutil.rmtree(workspace / "artifacts" / f"register-{objective}")
+    _, states = run(config)
+    assert set(states["register"]) == {"Completed"}
+    assert registered_versions(config.registry.tracking_uri) == {"eli5-clm": [1], "eli5-mlm": [1]}
+
+
+def test_each_config_section_reruns_only_the_stages_it_feeds(workspace):
+    from flows.clm import clm_flow
+
+    def states_after(*overrides: str) -> dict[str, set[str]]:
+        state = clm_flow(tiny_config(workspace, *overrides), return_state=True)
+        assert state.is_completed(), state.message
+        return {name: set(s) for name, s in task_states(state.state_details.flow_run_id).items()}
+
+    states_after()
+    cached = {"Cached"}
+    # What we see, not what is trained: nothing re-runs.
+    assert set().union(*states_after("train.logging_steps=2").values()) == cached
+    # A training knob: train, evaluate and register re-run; the data stages do not.
+    after_train = states_after("train.learning_rate=0.002")
+    assert after_train["tokenize"] == cached and after_train["group"] == cached
+    assert after_train["train-clm"] == after_train["evaluate"] == after_train["register"] == {"Completed"}
+    # An evaluation knob: evaluate and register only.
+    after_eval = states_after("train.learning_rate=0.002", "eval.max_blocks=16")
+    assert after_eval["train-clm"] == cached
+    assert after_eval["evaluate"] == after_eval["register"] == {"Completed"}

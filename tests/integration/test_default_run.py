@@ -23,14 +23,26 @@ def test_default_config_trains_both_models_to_a_fifth_of_base_perplexity(tmp_pat
     env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect-home"), "HF_HUB_OFFLINE": "1"}
     env.pop("PREFECT_API_URL", None)  # its own temporary server, as for a user
     completed = subprocess.run(
-        [sys.executable, str(PROJECT_ROOT / "flows" / "both.py"), "--config", str(PROJECT_ROOT / "configs" / "default.yaml"),
-         "--set", f"artifacts.root={tmp_path / 'artifacts'}", "--set", f"registry.tracking_uri={uri}"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900,
+        [
+            sys.executable,
+            str(PROJECT_ROOT / "flows" / "both.py"),
+            "--config",
+            str(PROJECT_ROOT / "configs" / "default.yaml"),
+            "--set",
+            f"artifacts.root={tmp_path / 'artifacts'}",
+            "--set",
+            f"registry.tracking_uri={uri}",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     assert completed.returncode == 0, completed.stderr[-3000:]
 
     # The summary table a user reads at the end.
-    summary = completed.stdout[completed.stdout.index("base perplexity"):]
+    summary = completed.stdout[completed.stdout.index("base perplexity") :]
     assert "eli5-clm" in summary and "eli5-mlm" in summary
     assert f"mlflow ui --backend-store-uri {uri}" in summary
 
@@ -39,6 +51,8 @@ def test_default_config_trains_both_models_to_a_fifth_of_base_perplexity(tmp_pat
         (registration_file,) = (tmp_path / "artifacts" / f"register-{objective}").glob("*/registration.json")
         registration = json.loads(registration_file.read_text())
         ratio = registration["base_perplexity"] / registration["perplexity"]
-        print(f"{objective}: perplexity {registration['perplexity']:.2f}, base {registration['base_perplexity']:.2f}, "
-              f"ratio {ratio:.1f}")
+        print(
+            f"{objective}: perplexity {registration['perplexity']:.2f}, base {registration['base_perplexity']:.2f}, "
+            f"ratio {ratio:.1f}"
+        )
         assert ratio >= 5, f"{objective} did not learn enough: {registration}"

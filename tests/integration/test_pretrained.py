@@ -21,8 +21,10 @@ from tasks.tokenize_texts import train_bpe_tokenizer
 pytestmark = pytest.mark.integration
 
 TINY = ModelConfig(n_layers=1, hidden_size=32, n_heads=2, intermediate_size=64, max_positions=64)
-TEXTS = [f"Question {i}: why does water boil at a lower temperature on a mountain? Because pressure drops."
-         for i in range(60)]
+TEXTS = [
+    f"Question {i}: why does water boil at a lower temperature on a mountain? Because pressure drops."
+    for i in range(60)
+]
 
 
 def save_pretrained_copy(objective: str, directory: Path) -> Path:
@@ -39,7 +41,9 @@ def test_fine_tune_from_a_local_save_pretrained_copy(workspace, objective):
     checkpoint = save_pretrained_copy(objective, workspace / f"pretrained-{objective}")
     data = workspace / "qa.jsonl"
     data.write_text("".join(json.dumps({"answers": {"text": [t]}}) + "\n" for t in TEXTS))
-    config = tiny_config(workspace, "data.source=local", f"data.path={data}", f"model.{objective}.pretrained={checkpoint}")
+    config = tiny_config(
+        workspace, "data.source=local", f"data.path={data}", f"model.{objective}.pretrained={checkpoint}"
+    )
 
     flow = clm_flow if objective == "clm" else mlm_flow
     state = flow(config, return_state=True)
@@ -57,6 +61,7 @@ def test_fine_tune_from_a_local_save_pretrained_copy(workspace, objective):
     auto = AutoModelForCausalLM if objective == "clm" else AutoModelForMaskedLM
     tokenizer = AutoTokenizer.from_pretrained(checkpoint)
     collator = eval_collator(objective, tokenizer, config.train.mlm_probability, config.eval.mlm_seed)
-    loss, _ = token_weighted_loss(auto.from_pretrained(checkpoint), test_blocks, collator, objective,
-                                  config.eval.batch_size, "cpu")
+    loss, _ = token_weighted_loss(
+        auto.from_pretrained(checkpoint), test_blocks, collator, objective, config.eval.batch_size, "cpu"
+    )
     assert registration["base_perplexity"] == pytest.approx(math.exp(loss), rel=1e-4)

@@ -73,4 +73,3 @@ def clean_offline_env(monkeypatch):
         monkeypatch.setenv(key, "placeholder")
         monkeypatch.delenv(key)
     return OFFLINE_DEFAULTS
-

@@ -24,8 +24,20 @@ def test_config_command_prints_the_resolved_config(capsys):
 
 
 def test_config_command_reads_a_file_and_overrides_on_top(repo_root, capsys):
-    assert main(["config", "-c", str(repo_root / "configs" / "tiny.yaml"), "-s", "data.block_size=16",
-                 "-s", "train.learning_rate=5e-4"]) == 0
+    assert (
+        main(
+            [
+                "config",
+                "-c",
+                str(repo_root / "configs" / "tiny.yaml"),
+                "-s",
+                "data.block_size=16",
+                "-s",
+                "train.learning_rate=5e-4",
+            ]
+        )
+        == 0
+    )
     printed = json.loads(capsys.readouterr().out)
     assert printed["data"]["block_size"] == 16
     assert printed["data"]["builtin_documents"] == 60
@@ -74,9 +86,15 @@ def test_offline_defaults_fill_in_but_never_override(monkeypatch, clean_offline_
 
 def write_registration(directory, **fields):
     registration = {
-        "objective": "clm", "model_name": "eli5-clm", "version": 1, "run_id": "0123456789abcdef",
-        "tracking_uri": "sqlite:////work/mlflow.db", "perplexity": 49.6123, "base_perplexity": 1234.5,
-        "eval_set": "abc", **fields,
+        "objective": "clm",
+        "model_name": "eli5-clm",
+        "version": 1,
+        "run_id": "0123456789abcdef",
+        "tracking_uri": "sqlite:////work/mlflow.db",
+        "perplexity": 49.6123,
+        "base_perplexity": 1234.5,
+        "eval_set": "abc",
+        **fields,
     }
     directory.mkdir(parents=True)
     (directory / "registration.json").write_text(json.dumps(registration))
@@ -84,11 +102,20 @@ def write_registration(directory, **fields):
 
 
 def test_summary_table_lists_each_registration_and_the_mlflow_command(tmp_path):
-    table = summary_table([
-        write_registration(tmp_path / "clm"),
-        write_registration(tmp_path / "mlm", objective="mlm", model_name="eli5-mlm", version=12, run_id="feedbeef",
-                           perplexity=8.76, base_perplexity=float("inf")),
-    ])
+    table = summary_table(
+        [
+            write_registration(tmp_path / "clm"),
+            write_registration(
+                tmp_path / "mlm",
+                objective="mlm",
+                model_name="eli5-mlm",
+                version=12,
+                run_id="feedbeef",
+                perplexity=8.76,
+                base_perplexity=float("inf"),
+            ),
+        ]
+    )
     lines = table.splitlines()
     assert lines[0].split() == ["model", "version", "base", "perplexity", "perplexity", "MLflow", "run"]
     assert set(lines[1].replace(" ", "")) == {"-"}
@@ -98,8 +125,12 @@ def test_summary_table_lists_each_registration_and_the_mlflow_command(tmp_path):
 
 
 def test_summary_table_columns_line_up(tmp_path):
-    table = summary_table([write_registration(tmp_path / "a", model_name="a-much-longer-model-name"),
-                           write_registration(tmp_path / "b", model_name="b")])
+    table = summary_table(
+        [
+            write_registration(tmp_path / "a", model_name="a-much-longer-model-name"),
+            write_registration(tmp_path / "b", model_name="b"),
+        ]
+    )
     header, rule, first, second = table.splitlines()[:4]
     start = header.index("version")
     assert first[start:].startswith("1") and second[start:].startswith("1")

@@ -92,15 +92,17 @@ def test_empty_yaml_file_gives_the_defaults(tmp_path):
 
 
 def test_overrides_are_parsed_as_yaml_values():
-    config = load_config(overrides=[
-        "train.epochs=2",
-        "train.learning_rate=5e-4",
-        "train.max_steps=10",
-        "eval.max_blocks=null",
-        "data.split=train[:5000]",
-        "registry.experiment=my experiment",
-        "data.num_proc=3",
-    ])
+    config = load_config(
+        overrides=[
+            "train.epochs=2",
+            "train.learning_rate=5e-4",
+            "train.max_steps=10",
+            "eval.max_blocks=null",
+            "data.split=train[:5000]",
+            "registry.experiment=my experiment",
+            "data.num_proc=3",
+        ]
+    )
     assert config.train.epochs == 2.0
     assert isinstance(config.train.learning_rate, float) and config.train.learning_rate == pytest.approx(5e-4)
     assert config.train.max_steps == 10
@@ -112,8 +114,13 @@ def test_overrides_are_parsed_as_yaml_values():
 
 def test_apply_override_builds_nested_sections_with_yaml_types():
     tree: dict = {}
-    for assignment in ("train.epochs=2", "train.weight_decay=0.5", "eval.max_blocks=null", "data.path=a=b.jsonl",
-                       "tokenizer.pretrained="):
+    for assignment in (
+        "train.epochs=2",
+        "train.weight_decay=0.5",
+        "eval.max_blocks=null",
+        "data.path=a=b.jsonl",
+        "tokenizer.pretrained=",
+    ):
         apply_override(tree, assignment)
     assert tree == {
         "train": {"epochs": 2, "weight_decay": 0.5},
@@ -148,11 +155,14 @@ def test_override_without_equals_sign_is_rejected():
 # ---------------------------------------------------------------------------- validation errors
 
 
-@pytest.mark.parametrize("override, dotted", [
-    ("train.epoch=2", "train.epoch"),
-    ("model.clm.layers=3", "model.clm.layers"),
-    ("trainer=1", "trainer"),
-])
+@pytest.mark.parametrize(
+    "override, dotted",
+    [
+        ("train.epoch=2", "train.epoch"),
+        ("model.clm.layers=3", "model.clm.layers"),
+        ("trainer=1", "trainer"),
+    ],
+)
 def test_unknown_key_names_the_dotted_key(override, dotted):
     message = config_error(override)
     assert f"unknown key '{dotted}'" in message
@@ -203,7 +213,8 @@ def test_pretrained_roberta_positions_exclude_the_padding_offset(tmp_path):
     model_dir = tmp_path / "small-roberta"
     model_dir.mkdir()
     (model_dir / "config.json").write_text(
-        json.dumps({"model_type": "roberta", "max_position_embeddings": 66, "pad_token_id": 1}))
+        json.dumps({"model_type": "roberta", "max_position_embeddings": 66, "pad_token_id": 1})
+    )
     assert max_positions_of(ModelConfig(pretrained=str(model_dir))) == 64
     assert load_config(overrides=[f"model.mlm.pretrained={model_dir}", "data.block_size=64"]).data.block_size == 64
     assert "model.mlm" in config_error(f"model.mlm.pretrained={model_dir}", "data.block_size=65")
@@ -211,8 +222,16 @@ def test_pretrained_roberta_positions_exclude_the_padding_offset(tmp_path):
 
 def test_hub_model_id_is_not_checked_offline():
     assert max_positions_of(ModelConfig(pretrained="some-org/not-a-local-dir")) is None
-    assert load_config(overrides=["model.clm.pretrained=some-org/not-a-local-dir", "data.block_size=4096",
-                                  "model.mlm.max_positions=4096"]).data.block_size == 4096
+    assert (
+        load_config(
+            overrides=[
+                "model.clm.pretrained=some-org/not-a-local-dir",
+                "data.block_size=4096",
+                "model.mlm.max_positions=4096",
+            ]
+        ).data.block_size
+        == 4096
+    )
 
 
 def test_heads_must_divide_hidden_size():
@@ -235,3 +254,33 @@ def test_yaml_1_1_exponent_without_a_dot_is_a_float():
 
     assert parse_override_value("5e-4") == pytest.approx(5e-4)
     assert parse_override_value("train[:5000]") == "train[:5000]"
+
+
+def test_every_config_field_has_a_description_for_the_prefect_form():
+    from pydantic import BaseModel
+
+    from lmpipe.config import PipelineConfig
+
+    def undocumented(model: type[BaseModel], prefix: str) -> list[str]:
+        missing = []
+        for name, field in model.model_fields.items():
+            if not (field.description or "").strip():
+                missing.append(prefix + name)
+            annotation = field.annotation
+            if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+                missing += undocumented(annotation, f"{prefix}{name}.")
+        return missing
+
+    assert undocumented(PipelineConfig, "") == []
+
+
+def test_flow_parameter_schema_is_the_typed_config_form():
+    from prefect.utilities.callables import parameter_schema
+
+    from flows.both import both_flow
+
+    schema = parameter_schema(both_flow.fn).model_dump()
+    learning_rate = schema["definitions"]["TrainConfig"]["properties"]["learning_rate"]
+    assert learning_rate["type"] == "number" and learning_rate["exclusiveMinimum"] == 0
+    assert "learning rate" in learning_rate["description"].lower()
+    assert schema["properties"]["config"]["$ref"].endswith("PipelineConfig")

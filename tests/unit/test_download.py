@@ -79,10 +79,17 @@ def test_local_glob_matches_files_sorted_and_skips_directories(tmp_path):
     assert local_files(local(tmp_path / "*.jsonl")) == [tmp_path / "a.jsonl", tmp_path / "b.jsonl"]
 
 
-@pytest.mark.parametrize("suffix, builder", [
-    (".json", "json"), (".jsonl", "json"), (".JSONL", "json"), (".csv", "csv"), (".parquet", "parquet"),
-    (".txt", "text"),
-])
+@pytest.mark.parametrize(
+    "suffix, builder",
+    [
+        (".json", "json"),
+        (".jsonl", "json"),
+        (".JSONL", "json"),
+        (".csv", "csv"),
+        (".parquet", "parquet"),
+        (".txt", "text"),
+    ],
+)
 def test_format_is_picked_from_the_suffix(suffix, builder):
     assert builder_for([Path(f"data{suffix}")], "auto") == builder
 
@@ -197,4 +204,8 @@ def test_builtin_identity_tracks_document_count():
 def test_hub_identity_is_the_dataset_reference():
     data = DataConfig(source="hub", path="eli5_category", split="train[:5000]", revision="abc")
     assert source_identity(data) == {
-        "dataset": "eli5_category", "config_name": None, "split": "train[:5000]", "revision": "abc"}
+        "dataset": "eli5_category",
+        "config_name": None,
+        "split": "train[:5000]",
+        "revision": "abc",
+    }

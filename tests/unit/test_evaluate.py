@@ -23,8 +23,13 @@ TINY_MODEL = ModelConfig(n_layers=1, hidden_size=32, n_heads=2, intermediate_siz
 def test_blocks(tiny_tokenizer, sample_texts) -> Dataset:
     """A few dozen CLM blocks cut from real tokenized text, remainder dropped."""
     encoded = Dataset.from_dict(dict(tiny_tokenizer(sample_texts[:8])))
-    grouped, _ = group_splits(DatasetDict({"train": encoded, "test": encoded}), BLOCK_SIZE, "drop",
-                              tiny_tokenizer.pad_token_id, with_labels=True)
+    grouped, _ = group_splits(
+        DatasetDict({"train": encoded, "test": encoded}),
+        BLOCK_SIZE,
+        "drop",
+        tiny_tokenizer.pad_token_id,
+        with_labels=True,
+    )
     blocks = grouped["test"]
     assert 5 < len(blocks) < 100
     return blocks
@@ -116,12 +121,32 @@ def test_base_model_is_deterministic_for_a_seed(tiny_tokenizer, tiny_gpt2):
 # ---------------------------------------------------------------------------- the evaluation set's identity
 
 
-def test_eval_set_fingerprint_tracks_what_decides_the_number():
+def test_mlm_eval_set_fingerprint_tracks_what_decides_the_masks():
     blocks = Path("/artifacts/group/abc123")
-    base = eval_set_fingerprint(blocks, load_config())
-    assert eval_set_fingerprint(blocks, load_config()) == base
-    assert eval_set_fingerprint(Path("/elsewhere/group/abc123"), load_config()) == base  # by content key
-    for override in ("eval.mlm_seed=1", "eval.max_blocks=10", "train.mlm_probability=0.2"):
-        assert eval_set_fingerprint(blocks, load_config(overrides=[override])) != base, override
-    assert eval_set_fingerprint(Path("/artifacts/group/def456"), load_config()) != base
-    assert eval_set_fingerprint(blocks, load_config(overrides=["eval.batch_size=1"])) == base
+    base = eval_set_fingerprint(blocks, load_config(), "mlm")
+    assert eval_set_fingerprint(blocks, load_config(), "mlm") == base
+    assert eval_set_fingerprint(Path("/elsewhere/group/abc123"), load_config(), "mlm") == base  # by content key
+    for override in ("eval.mlm_seed=1", "eval.max_blocks=10", "train.mlm_probability=0.2", "eval.batch_size=1"):
+        assert eval_set_fingerprint(blocks, load_config(overrides=[override]), "mlm") != base, override
+    assert eval_set_fingerprint(Path("/artifacts/group/def456"), load_config(), "mlm") != base
+
+
+def test_clm_eval_set_ignores_masking_and_batch_size():
+    # Token-weighted CLM loss does not depend on how the blocks are batched, and nothing is masked.
+    blocks = Path("/artifacts/group/abc123")
+    base = eval_set_fingerprint(blocks, load_config(), "clm")
+    for override in ("eval.mlm_seed=1", "train.mlm_probability=0.2", "eval.batch_size=1"):
+        assert eval_set_fingerprint(blocks, load_config(overrides=[override]), "clm") == base, override
+    assert eval_set_fingerprint(blocks, load_config(overrides=["eval.max_blocks=10"]), "clm") != base
+
+
+def test_mlm_masks_depend_on_batch_size_so_the_fingerprint_must_too(tiny_tokenizer):
+    ids = torch.arange(5, 5 + 8 * 16).reshape(8, 16) % len(tiny_tokenizer)
+    features = [{"input_ids": row.tolist(), "attention_mask": [1] * 16} for row in ids]
+
+    def masks(batch_size: int) -> torch.Tensor:
+        collator = eval_collator("mlm", tiny_tokenizer, 0.15, mlm_seed=1234)
+        batches = [collator(features[i : i + batch_size])["labels"] for i in range(0, len(features), batch_size)]
+        return torch.cat(batches) != -100
+
+    assert not torch.equal(masks(2), masks(8))

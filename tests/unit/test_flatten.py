@@ -14,8 +14,11 @@ def eli5_rows(answer_lists: list[list[str]]) -> list[dict]:
         {
             "q_id": f"q{i}",
             "title": f"Question {i}?",
-            "answers": {"a_id": [f"a{i}.{j}" for j in range(len(texts))], "text": texts,
-                        "score": list(range(len(texts)))},
+            "answers": {
+                "a_id": [f"a{i}.{j}" for j in range(len(texts))],
+                "text": texts,
+                "score": list(range(len(texts))),
+            },
         }
         for i, texts in enumerate(answer_lists)
     ]
@@ -23,10 +26,12 @@ def eli5_rows(answer_lists: list[list[str]]) -> list[dict]:
 
 @pytest.fixture()
 def nested_splits() -> DatasetDict:
-    return DatasetDict({
-        "train": Dataset.from_list(eli5_rows([["First answer.", "Second answer."], ["Only one."], []])),
-        "test": Dataset.from_list(eli5_rows([["A test answer.", "And another."]])),
-    })
+    return DatasetDict(
+        {
+            "train": Dataset.from_list(eli5_rows([["First answer.", "Second answer."], ["Only one."], []])),
+            "test": Dataset.from_list(eli5_rows([["A test answer.", "And another."]])),
+        }
+    )
 
 
 # ---------------------------------------------------------------------------- join_text
@@ -55,7 +60,13 @@ def test_nested_columns_become_dotted_and_text_is_joined(nested_splits):
     flat = flatten_and_join(nested_splits, "answers.text")
     assert set(flat) == {"train", "test"}
     assert set(flat["train"].column_names) == {
-        "q_id", "title", "answers.a_id", "answers.text", "answers.score", TEXT_COLUMN}
+        "q_id",
+        "title",
+        "answers.a_id",
+        "answers.text",
+        "answers.score",
+        TEXT_COLUMN,
+    }
     assert list(flat["train"][TEXT_COLUMN]) == ["First answer. Second answer.", "Only one."]
     assert list(flat["test"][TEXT_COLUMN]) == ["A test answer. And another."]
     assert list(flat["train"]["answers.text"]) == [["First answer.", "Second answer."], ["Only one."]]
@@ -72,10 +83,12 @@ def test_a_flat_string_field_is_used_as_is(nested_splits):
 
 
 def test_an_existing_text_column_is_replaced_by_the_joined_field():
-    splits = DatasetDict({
-        "train": Dataset.from_dict({"text": ["  ", "kept line"], "other": ["a", "b"]}),
-        "test": Dataset.from_dict({"text": ["test line"], "other": ["c"]}),
-    })
+    splits = DatasetDict(
+        {
+            "train": Dataset.from_dict({"text": ["  ", "kept line"], "other": ["a", "b"]}),
+            "test": Dataset.from_dict({"text": ["test line"], "other": ["c"]}),
+        }
+    )
     flat = flatten_and_join(splits, "text")
     assert flat["train"].column_names.count(TEXT_COLUMN) == 1
     assert list(flat["train"][TEXT_COLUMN]) == ["kept line"]  # whitespace-only rows are dropped
@@ -106,10 +119,12 @@ def test_flatten_dataset_saves_the_flattened_splits(nested_splits, tmp_path):
 
 
 def test_flatten_dataset_rejects_a_split_with_no_text(tmp_path):
-    splits = DatasetDict({
-        "train": Dataset.from_list(eli5_rows([["Some text."]])),
-        "test": Dataset.from_list(eli5_rows([[], [""]])),
-    })
+    splits = DatasetDict(
+        {
+            "train": Dataset.from_list(eli5_rows([["Some text."]])),
+            "test": Dataset.from_list(eli5_rows([[], [""]])),
+        }
+    )
     splits.save_to_disk(str(tmp_path / "download" / "dataset"))
     with pytest.raises(PipelineInputError) as caught:
         flatten_dataset(tmp_path / "download", "answers.text", tmp_path / "out")

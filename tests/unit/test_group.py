@@ -26,7 +26,9 @@ def group_texts(examples):
     concatenated_examples = {k: sum(examples[k], []) for k in examples.keys()}
     total_length = len(concatenated_examples[list(examples.keys())[0]])
     total_length = (total_length // block_size) * block_size
-    result = {k: [t[i : i + block_size] for i in range(0, total_length, block_size)] for k, t in concatenated_examples.items()}  # noqa: E501
+    result = {
+        k: [t[i : i + block_size] for i in range(0, total_length, block_size)] for k, t in concatenated_examples.items()
+    }  # noqa: E501
     result["labels"] = result["input_ids"].copy()
     return result
 
@@ -44,16 +46,21 @@ def random_tokenized_split(rng: np.random.Generator, rows: int, max_len: int = 6
     """Rows of random length (empty rows included), shaped like tokenizer output."""
     lengths = rng.integers(0, max_len + 1, size=rows)
     ids = [rng.integers(0, vocab, size=n).tolist() for n in lengths]
-    return Dataset.from_dict({"input_ids": ids, "attention_mask": [[1] * n for n in lengths]},
-                             features=TOKENIZED_FEATURES)
+    return Dataset.from_dict(
+        {"input_ids": ids, "attention_mask": [[1] * n for n in lengths]}, features=TOKENIZED_FEATURES
+    )
 
 
 @pytest.fixture(scope="module")
 def tokenized_splits() -> DatasetDict:
     rng = np.random.default_rng(1234)
     # More than one GROUP_BATCH_ROWS batch per split, with a short last batch.
-    return DatasetDict({"train": random_tokenized_split(rng, 2 * GROUP_BATCH_ROWS + 437),
-                        "test": random_tokenized_split(rng, GROUP_BATCH_ROWS + 61)})
+    return DatasetDict(
+        {
+            "train": random_tokenized_split(rng, 2 * GROUP_BATCH_ROWS + 437),
+            "test": random_tokenized_split(rng, GROUP_BATCH_ROWS + 61),
+        }
+    )
 
 
 def as_lists(dataset: Dataset, column: str) -> list[list[int]]:
@@ -61,11 +68,14 @@ def as_lists(dataset: Dataset, column: str) -> list[list[int]]:
 
 
 def batch_token_counts(split: Dataset) -> list[int]:
-    return [sum(len(ids) for ids in split[start:start + GROUP_BATCH_ROWS]["input_ids"])
-            for start in range(0, len(split), GROUP_BATCH_ROWS)]
+    return [
+        sum(len(ids) for ids in split[start : start + GROUP_BATCH_ROWS]["input_ids"])
+        for start in range(0, len(split), GROUP_BATCH_ROWS)
+    ]
 
 
 # ---------------------------------------------------------------------------- group_into_blocks properties
+
 
 @st.composite
 def streams(draw) -> tuple[np.ndarray, np.ndarray, int]:
@@ -175,7 +185,8 @@ def tokenize_dir(tmp_path, tiny_tokenizer, sample_texts):
     tiny_tokenizer.save_pretrained(str(directory / "tokenizer"))
     encode = lambda texts: Dataset.from_dict(dict(tiny_tokenizer(texts)))  # noqa: E731
     DatasetDict({"train": encode(sample_texts[:40]), "test": encode(["Hi there."])}).save_to_disk(
-        str(directory / "dataset"))
+        str(directory / "dataset")
+    )
     return directory
 
 
@@ -206,8 +217,10 @@ def test_too_few_test_tokens_for_one_block_names_the_count_and_block_size(tokeni
 
 def test_a_split_without_blocks_comes_back_empty_with_all_tokens_dropped():
     long_row, short_row = list(range(2, 102)), [2, 3, 4]
-    rows = lambda ids: Dataset.from_dict({"input_ids": [ids], "attention_mask": [[1] * len(ids)]},  # noqa: E731
-                                         features=TOKENIZED_FEATURES)
+
+    def rows(ids: list[int]) -> Dataset:
+        return Dataset.from_dict({"input_ids": [ids], "attention_mask": [[1] * len(ids)]}, features=TOKENIZED_FEATURES)
+
     splits = DatasetDict({"train": rows(long_row), "test": rows(short_row)})
     grouped, dropped = group_splits(splits, 32, "drop", PAD_ID, with_labels=True)
     assert len(grouped["train"]) == 3 and len(grouped["test"]) == 0
@@ -232,3 +245,12 @@ def test_group_report_counts_dropped_tokens(tokenize_dir, tmp_path):
     group_dataset(tokenize_dir, 4, "drop", with_labels=False, out_dir=tmp_path / "out")
     report = json.loads((tmp_path / "out" / "group_report.json").read_text())
     assert report["train"] == {"blocks": train_tokens // 4, "dropped_tokens": train_tokens % 4}
+
+
+def test_dropped_count_includes_batches_that_make_no_block():
+    # Batch 1: 1000 one-token rows -> 31 blocks of 32, 8 dropped. Batch 2: one 5-token row -> no block, 5 dropped.
+    rows = [[7]] * 1000 + [[1, 2, 3, 4, 5]]
+    data = Dataset.from_dict({"input_ids": rows, "attention_mask": [[1] * len(r) for r in rows]})
+    grouped, dropped = group_splits(DatasetDict(train=data), 32, "drop", PAD_ID, with_labels=False)
+    assert len(grouped["train"]) == 31
+    assert dropped == {"train": 13}

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import http.server
 import socket
+import threading
 import time
 
 import pytest
@@ -33,11 +35,23 @@ def test_unreachable_endpoint_is_reported_quickly():
 
 
 def test_reachable_endpoint_is_detected():
-    with socket.socket() as server:  # a local listener stands in for the Hub
-        server.bind(("127.0.0.1", 0))
-        server.listen()
-        port = server.getsockname()[1]
-        assert hub_reachable(f"http://127.0.0.1:{port}", timeout_s=2.0) is True
+    # A loopback HTTP server stands in for the Hub; any HTTP answer counts, even 501 to HEAD.
+    server = http.server.HTTPServer(("127.0.0.1", 0), http.server.BaseHTTPRequestHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        assert hub_reachable(f"http://127.0.0.1:{server.server_port}", timeout_s=2.0) is True
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_listener_that_never_answers_http_is_unreachable_within_the_timeout():
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        started = time.monotonic()
+        assert hub_reachable(f"http://127.0.0.1:{silent.getsockname()[1]}", timeout_s=1.0) is False
+        assert time.monotonic() - started < 3
 
 
 def test_endpoint_comes_from_hf_endpoint(monkeypatch):
@@ -47,8 +61,10 @@ def test_endpoint_comes_from_hf_endpoint(monkeypatch):
     assert hub_endpoint() == "http://mirror.local:8080"
 
 
-@pytest.mark.parametrize("value, offline", [("1", True), ("true", True), ("YES", True), ("on", True),
-                                            ("0", False), ("", False), ("false", False)])
+@pytest.mark.parametrize(
+    "value, offline",
+    [("1", True), ("true", True), ("YES", True), ("on", True), ("0", False), ("", False), ("false", False)],
+)
 def test_offline_mode_flag(monkeypatch, value, offline):
     monkeypatch.setenv("HF_HUB_OFFLINE", value)
     assert hub_offline_mode() is offline

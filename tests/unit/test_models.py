@@ -49,8 +49,9 @@ def test_hub_model_fails_fast_when_the_hub_is_unreachable(tiny_tokenizer, monkey
     monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     with pytest.raises(HubUnreachableError, match="model.mlm.pretrained"):
-        build_base_model("mlm", ModelConfig(pretrained="distilroberta-base-not-local"), tiny_tokenizer, seed=0,
-                         block_size=32)
+        build_base_model(
+            "mlm", ModelConfig(pretrained="distilroberta-base-not-local"), tiny_tokenizer, seed=0, block_size=32
+        )
 
 
 def test_masked_lm_needs_a_mask_token(tiny_tokenizer):

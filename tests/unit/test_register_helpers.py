@@ -12,8 +12,11 @@ from tasks.register import PIPELINE_TASK, flat_params, pip_requirements, registe
 
 
 def test_flat_params_flattens_nested_sections_into_dotted_strings():
-    tree = {"train": {"epochs": 3.0, "max_steps": None}, "model": {"clm": {"n_layers": 2, "pretrained": "gpt2"}},
-            "top": [1, 2]}
+    tree = {
+        "train": {"epochs": 3.0, "max_steps": None},
+        "model": {"clm": {"n_layers": 2, "pretrained": "gpt2"}},
+        "top": [1, 2],
+    }
     assert flat_params(tree) == {
         "train.epochs": "3.0",
         "train.max_steps": "None",

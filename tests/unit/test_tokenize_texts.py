@@ -40,8 +40,13 @@ def test_trained_tokenizer_has_every_special_token(tiny_tokenizer):
         assert str(getattr(tiny_tokenizer, attribute)) == token
     ids = [tiny_tokenizer.convert_tokens_to_ids(token) for token in SPECIAL_TOKENS.values()]
     assert len(set(ids)) == len(ids)
-    assert ids == [tiny_tokenizer.bos_token_id, tiny_tokenizer.pad_token_id, tiny_tokenizer.eos_token_id,
-                   tiny_tokenizer.unk_token_id, tiny_tokenizer.mask_token_id]
+    assert ids == [
+        tiny_tokenizer.bos_token_id,
+        tiny_tokenizer.pad_token_id,
+        tiny_tokenizer.eos_token_id,
+        tiny_tokenizer.unk_token_id,
+        tiny_tokenizer.mask_token_id,
+    ]
 
 
 def test_trained_tokenizer_respects_the_vocab_size(tiny_tokenizer, tiny_vocab_size):
@@ -77,17 +82,22 @@ def test_tokenizer_round_trips_through_save_pretrained(tiny_tokenizer, saved_tok
 
 
 def test_tokenize_splits_keeps_only_ids_and_mask(tiny_tokenizer):
-    splits = DatasetDict({
-        "train": Dataset.from_dict({"text": SENTENCES, "title": ["t"] * len(SENTENCES)}),
-        "test": Dataset.from_dict({"text": SENTENCES[:1], "title": ["t"]}),
-    })
+    splits = DatasetDict(
+        {
+            "train": Dataset.from_dict({"text": SENTENCES, "title": ["t"] * len(SENTENCES)}),
+            "test": Dataset.from_dict({"text": SENTENCES[:1], "title": ["t"]}),
+        }
+    )
     tokenized = tokenize_splits(splits, tiny_tokenizer, num_proc=1)
     assert tokenized["train"].column_names == ["input_ids", "attention_mask"]
     assert list(tokenized["train"]["input_ids"]) == tiny_tokenizer(SENTENCES)["input_ids"]
     assert all(set(mask) == {1} for mask in tokenized["train"]["attention_mask"])
     long_text = " ".join(SENTENCES * 200)
-    long = tokenize_splits(DatasetDict({"train": Dataset.from_dict({"text": [long_text]}),
-                                        "test": Dataset.from_dict({"text": ["x"]})}), tiny_tokenizer, num_proc=1)
+    long = tokenize_splits(
+        DatasetDict({"train": Dataset.from_dict({"text": [long_text]}), "test": Dataset.from_dict({"text": ["x"]})}),
+        tiny_tokenizer,
+        num_proc=1,
+    )
     assert len(long["train"][0]["input_ids"]) > 1024  # no truncation: group re-cuts every token
 
 
@@ -98,12 +108,15 @@ def config_with(*overrides: str):
     return load_config(overrides=list(overrides))
 
 
-@pytest.mark.parametrize("overrides, expected", [
-    (["model.clm.tokenizer=own-tok", "model.clm.pretrained=own-model", "tokenizer.pretrained=shared"], "own-tok"),
-    (["model.clm.pretrained=own-model", "tokenizer.pretrained=shared"], "own-model"),
-    (["tokenizer.pretrained=shared"], "shared"),
-    ([], None),
-])
+@pytest.mark.parametrize(
+    "overrides, expected",
+    [
+        (["model.clm.tokenizer=own-tok", "model.clm.pretrained=own-model", "tokenizer.pretrained=shared"], "own-tok"),
+        (["model.clm.pretrained=own-model", "tokenizer.pretrained=shared"], "own-model"),
+        (["tokenizer.pretrained=shared"], "shared"),
+        ([], None),
+    ],
+)
 def test_tokenizer_source_precedence(overrides, expected):
     assert tokenizer_source(config_with(*overrides), "clm") == expected
 

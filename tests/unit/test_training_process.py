@@ -47,14 +47,17 @@ def messages(caplog, level: int) -> list[str]:
 
 
 def test_progress_is_relayed_to_the_log(fake_trainer, log, caplog, tmp_path):
-    module = fake_trainer("fake_trainer_ok", """
+    module = fake_trainer(
+        "fake_trainer_ok",
+        """
         print("a plain warning line")
         emit("begin", max_steps=job["train"]["max_steps"])
         emit("step", step=4, max_steps=8, loss=2.5, learning_rate=0.001, tokens_per_s=12345)
         emit("checkpoint", block_size=job["block_size"])
         emit("done", train_loss=2.0, train_steps=8, train_tokens=1024, train_runtime_s=1.5, parameters=10,
              device="cpu")
-    """)
+    """,
+    )
     run_training_process(module, JOB, tmp_path / "job.json", log, LABEL)
 
     assert json.loads((tmp_path / "job.json").read_text()) == JOB  # the child reads the job from this file
@@ -68,7 +71,9 @@ def test_progress_is_relayed_to_the_log(fake_trainer, log, caplog, tmp_path):
 
 
 def test_nonzero_exit_raises_with_the_last_output_line(fake_trainer, log, caplog, tmp_path):
-    module = fake_trainer("fake_trainer_crash", """
+    module = fake_trainer(
+        "fake_trainer_crash",
+        """
         emit("begin", max_steps=8)
         print("Traceback (most recent call last):")
         print('  File "train.py", line 1, in <module>')
@@ -76,7 +81,8 @@ def test_nonzero_exit_raises_with_the_last_output_line(fake_trainer, log, caplog
         emit("step", step=1, max_steps=8, loss=9.0, learning_rate=0.001, tokens_per_s=1)
         print("")
         sys.exit(3)
-    """)
+    """,
+    )
     with pytest.raises(TrainingFailed) as caught:
         run_training_process(module, JOB, tmp_path / "job.json", log, LABEL)
     message = str(caught.value)
@@ -89,10 +95,13 @@ def test_nonzero_exit_raises_with_the_last_output_line(fake_trainer, log, caplog
 
 
 def test_killed_process_is_reported_as_possibly_out_of_memory(fake_trainer, log, tmp_path):
-    module = fake_trainer("fake_trainer_killed", """
+    module = fake_trainer(
+        "fake_trainer_killed",
+        """
         import os, signal
         os.kill(os.getpid(), signal.SIGKILL)
-    """)
+    """,
+    )
     with pytest.raises(TrainingFailed) as caught:
         run_training_process(module, JOB, tmp_path / "job.json", log, LABEL)
     assert "killed (out of memory?)" in str(caught.value)
@@ -101,11 +110,14 @@ def test_killed_process_is_reported_as_possibly_out_of_memory(fake_trainer, log,
 
 def test_input_error_event_becomes_a_pipeline_input_error(fake_trainer, log, caplog, tmp_path):
     problem = "data.block_size=512 is larger than model.clm.pretrained='distilgpt2''s 256 positions"
-    module = fake_trainer("fake_trainer_input_error", f"""
+    module = fake_trainer(
+        "fake_trainer_input_error",
+        f"""
         print("loading the model")
         emit("input_error", message={problem!r})
         sys.exit(2)
-    """)
+    """,
+    )
     with pytest.raises(PipelineInputError) as caught:
         run_training_process(module, JOB, tmp_path / "job.json", log, LABEL)
     assert not isinstance(caught.value, TrainingFailed)

@@ -1,0 +1,95 @@
+"""The Hugging Face Trainer loop both objectives share: arguments, progress, saving, metrics.
+
+What differs between CLM and MLM (model class, collator, tokenizer checks) stays in
+tasks/train_clm.py and tasks/train_mlm.py; this is only the part that is truly the same.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from datasets import Dataset
+from transformers import (
+    DataCollatorForLanguageModeling,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+    Trainer,
+    TrainingArguments,
+)
+
+from lmpipe.config import ModelConfig, TrainConfig
+from lmpipe.devices import DevicePlan
+from lmpipe.models import count_parameters
+from lmpipe.training_process import ProgressCallback, emit
+
+
+def training_arguments(train: TrainConfig, output_dir: Path, plan: DevicePlan) -> TrainingArguments:
+    return TrainingArguments(
+        output_dir=str(output_dir),
+        num_train_epochs=train.epochs,
+        max_steps=train.max_steps or -1,
+        learning_rate=train.learning_rate,
+        weight_decay=train.weight_decay,
+        warmup_steps=train.warmup_ratio,  # a float in [0, 1) is a ratio of the total steps
+        per_device_train_batch_size=train.batch_size,
+        gradient_accumulation_steps=train.grad_accum,
+        bf16=plan.precision == "bf16",
+        fp16=plan.precision == "fp16",
+        use_cpu=plan.device != "cuda",
+        seed=train.seed,
+        logging_steps=train.logging_steps,
+        eval_strategy="no",  # evaluate is its own stage, with a token-weighted perplexity
+        save_strategy="no",
+        report_to=[],  # MLflow logging is the register stage's job
+        disable_tqdm=True,  # progress goes to the Prefect log instead
+        dataloader_num_workers=0,
+    )
+
+
+def train_and_save(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    train_blocks: Dataset,
+    collator: DataCollatorForLanguageModeling,
+    model_config: ModelConfig,
+    train: TrainConfig,
+    block_size: int,
+    plan: DevicePlan,
+    out_dir: Path,
+) -> dict[str, Any]:
+    """Train, then save model (safetensors) + tokenizer + metrics + the config that made them in out_dir."""
+    emit("model", parameters=count_parameters(model), train_blocks=len(train_blocks))
+    tokens_per_step = train.batch_size * train.grad_accum * block_size
+    trainer = Trainer(
+        model=model,
+        args=training_arguments(train, out_dir / "trainer", plan),
+        train_dataset=train_blocks,
+        data_collator=collator,
+        callbacks=[ProgressCallback(tokens_per_step)],
+    )
+    started = time.perf_counter()
+    result = trainer.train()
+    trainer.save_model(str(out_dir))
+    tokenizer.save_pretrained(str(out_dir))
+    shutil.rmtree(out_dir / "trainer", ignore_errors=True)
+    metrics = {
+        "train_loss": result.training_loss,
+        "train_steps": result.global_step,
+        "train_tokens": result.global_step * tokens_per_step,
+        "train_runtime_s": round(time.perf_counter() - started, 2),
+        "parameters": count_parameters(model),
+        "device": plan.describe(),
+    }
+    (out_dir / "train_metrics.json").write_text(json.dumps(metrics, indent=2))
+    # The resolved config travels inside the checkpoint, as nanoGPT does.
+    (out_dir / "pipeline_config.json").write_text(
+        json.dumps(
+            {"model": model_config.model_dump(), "train": train.model_dump(), "block_size": block_size}, indent=2
+        )
+    )
+    emit("done", **metrics)
+    return metrics
