@@ -70,6 +70,9 @@ def main(argv: list[str] | None = None) -> int:
     run = commands.add_parser("run", help="run a flow")
     run.add_argument("flow", nargs="?", default="both", choices=sorted(FLOWS), help="which flow (default: both)")
     show = commands.add_parser("config", help="print the resolved config as JSON")
+    pool = commands.add_parser("pool", help="manage Prefect work pools from deployments/*.yaml")
+    pool.add_argument("action", choices=["create"], help="create or update the pools")
+    pool.add_argument("files", nargs="+", help="work pool files, e.g. deployments/cpu-process.yaml")
     show.add_argument("--reference", action="store_true", help="print the markdown config reference instead")
     for sub in (run, show):
         sub.add_argument("--config", "-c", default=None, help="YAML config file (default: built-in defaults)")
@@ -91,6 +94,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from lmpipe.config import ConfigError, load_config
 
+    if args.command == "pool":
+        return create_pools(args.files)
+
     try:
         config = load_config(args.config, args.overrides)
     except ConfigError as error:
@@ -107,6 +113,22 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\nlmpipe: {args.flow} flow failed: {type(error).__name__}: {error}", file=sys.stderr)
         return 1
     print("\n" + summary_table(registrations))
+    return 0
+
+
+def create_pools(files: list[str]) -> int:
+    import asyncio
+
+    from lmpipe.config import ConfigError
+    from lmpipe.work_pools import create_or_update_pool, load_pool_spec
+
+    try:
+        specs = [load_pool_spec(f) for f in files]
+    except ConfigError as error:
+        print(f"lmpipe: {error}", file=sys.stderr)
+        return 2
+    for spec in specs:
+        print(asyncio.run(create_or_update_pool(spec)))
     return 0
 
 
