@@ -17,7 +17,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export HF_HUB_DISABLE_TELEMETRY := 1
 export PREFECT_HOME ?= $(CURDIR)/.prefect
 
-.PHONY: install run test test-unit test-integration bench constraints clean
+.PHONY: install run serve lint test test-unit test-integration test-e2e bench constraints clean
 
 install: $(STAMP)
 
@@ -31,7 +31,15 @@ $(STAMP): pyproject.toml constraints.txt
 run: install
 	$(BIN)/lmpipe run $(FLOW) --config $(CONFIG) $(foreach s,$(SET),--set $(s))
 
-test: install
+# Prefect server + MLflow UI + pools + deployments + a cpu worker, on loopback; Ctrl-C stops it all.
+serve: install
+	$(BIN)/python -m lmpipe.serve
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+test: install lint
 	$(BIN)/python -m pytest -q -rs
 
 test-unit: install
@@ -40,13 +48,17 @@ test-unit: install
 test-integration: install
 	$(BIN)/python -m pytest -q -rs tests/integration
 
+test-e2e: install
+	$(BIN)/python -m pytest -q -rs tests/e2e
+
 bench: install
 	$(BIN)/python bench/group_bench.py
 
 constraints: install
-	$(BIN)/python -m pip freeze --exclude-editable | grep -v '^torch==' > constraints.txt.new
+	head -3 constraints.txt > constraints.txt.new
+	$(BIN)/python -m pip freeze --exclude-editable | grep -v '^torch==' >> constraints.txt.new
 	echo "torch==$$($(BIN)/python -c 'import torch; print(torch.__version__.split("+")[0])')" >> constraints.txt.new
 	mv constraints.txt.new constraints.txt
 
 clean:
-	rm -rf artifacts mlartifacts mlflow.db .prefect .pytest_cache
+	rm -rf artifacts mlartifacts mlflow.db .prefect .pytest_cache test-artifacts
