@@ -109,7 +109,10 @@ def test_custom_run_started_from_the_prefect_ui_form_completes(stack):
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
             page.goto(f"{stack.prefect_url}/deployments")
             page.get_by_text("mlm-cpu", exact=True).click()
-            page.get_by_role("button", name="Run", exact=True).click()
+            run_button = page.get_by_role("button", name="Run", exact=True)
+            expect(run_button).to_be_visible(timeout=30_000)
+            page.screenshot(path=str(TEST_ARTIFACTS / "prefect-ui-deployment.png"))
+            run_button.click()
             page.get_by_text("Custom run").click()
 
             field = page.get_by_text("Learning Rate (Optional)", exact=True)
@@ -120,6 +123,7 @@ def test_custom_run_started_from_the_prefect_ui_form_completes(stack):
             learning_rate = field.locator(f"xpath={container}//input")
             expect(learning_rate).to_have_value("0.001", timeout=30_000)  # the deployment's default, shown
             learning_rate.fill("0.003")
+            expect(learning_rate).to_have_value("0.003")
             page.screenshot(path=str(TEST_ARTIFACTS / "prefect-ui-custom-run-form.png"))
             page.get_by_role("button", name="Submit").click()
 
@@ -131,6 +135,12 @@ def test_custom_run_started_from_the_prefect_ui_form_completes(stack):
             # The run's state badge: exact text, so log lines like "... completed successfully" don't count.
             expect(page.get_by_text("Completed", exact=True).first).to_be_visible(timeout=600_000)
             page.screenshot(path=str(TEST_ARTIFACTS / "prefect-ui-run-completed.png"))
+
+            # The reviewer's side: the new version in MLflow's model registry UI.
+            page.goto(f"{stack.mlflow_url}/#/models/ui-mlm/versions/1")
+            expect(page.get_by_text("Version 1").first).to_be_visible(timeout=60_000)
+            expect(page.get_by_text(flow_run_id).first).to_be_visible()  # the prefect.flow_run_id tag
+            page.screenshot(path=str(TEST_ARTIFACTS / "mlflow-ui-model-version.png"))
         finally:
             browser.close()
 
