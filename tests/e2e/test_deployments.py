@@ -75,6 +75,23 @@ def test_run_triggered_through_the_api_as_the_ui_does_registers_a_version(stack)
     assert float(version.tags["perplexity"]) > 1
     assert registry.get_run(version.run_id).data.params["train.learning_rate"] == "0.002"
 
+    # The same deployment, config and data again (what a schedule does weekly): every stage is
+    # Cached, nothing trains, and no version is added.
+    with get_client(sync_client=True) as client:
+        again = client.create_flow_run_from_deployment(deployment("clm/clm-cpu").id, parameters=parameters)
+    assert wait_for_final_state(again.id).state.is_completed()
+    assert set(task_state_names(again.id)) == {"Cached"}
+    assert len(registry.search_model_versions("name = 'api-clm'")) == 1
+
+
+def task_state_names(flow_run_id) -> list[str]:
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])), limit=200)
+    assert runs, "the flow run has no task runs"
+    return [run.state_name for run in runs]  # the denormalised name: .state is not always loaded
+
 
 def chromium_or_skip() -> str:
     path = shutil.which("chromium") or shutil.which("chromium-browser")
