@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 
 import pytest
 from e2e_stack import TEST_ARTIFACTS, wait_for_final_state
@@ -84,13 +85,25 @@ def test_run_triggered_through_the_api_as_the_ui_does_registers_a_version(stack)
     assert len(registry.search_model_versions("name = 'api-clm'")) == 1
 
 
-def task_state_names(flow_run_id) -> list[str]:
+def task_state_names(flow_run_id, timeout_s: float = 60) -> list[str]:
+    """Final state names of a flow run's task runs.
+
+    Task-run states reach the server as events, so they can trail the flow run's own Completed
+    by a moment: wait (bounded) until none is still pending or running.
+    """
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
+    deadline = time.monotonic() + timeout_s
     with get_client(sync_client=True) as client:
-        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])), limit=200)
-    assert runs, "the flow run has no task runs"
-    return [run.state_name for run in runs]  # the denormalised name: .state is not always loaded
+        while True:
+            runs = client.read_task_runs(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])), limit=200
+            )
+            names = [run.state_name for run in runs]  # the denormalised name: .state is not always loaded
+            if runs and not {"Pending", "Running", "Scheduled", None} & set(names):
+                return names
+            assert time.monotonic() < deadline, f"task runs still not final after {timeout_s} s: {names}"
+            time.sleep(1)
 
 
 def chromium_or_skip() -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 from collections import defaultdict
 from pathlib import Path
 from uuid import UUID
@@ -29,18 +30,29 @@ def tiny_config(workspace: Path, *overrides: str) -> PipelineConfig:
     )
 
 
-def task_states(flow_run_id: UUID) -> dict[str, list[str]]:
-    """{'download': ['Cached'], 'tokenize': ['Completed', 'Cached'], ...} in run order."""
+def task_states(flow_run_id: UUID, timeout_s: float = 60) -> dict[str, list[str]]:
+    """{'download': ['Cached'], 'tokenize': ['Completed', 'Cached'], ...} in run order.
+
+    Task-run states reach the server as events and can trail the flow run's own final state, so
+    this waits (bounded) until none is still pending or running.
+    """
+    deadline = time.monotonic() + timeout_s
     with get_client(sync_client=True) as client:
-        runs = client.read_task_runs(
-            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])),
-            sort=TaskRunSort.EXPECTED_START_TIME_ASC,
-            limit=200,
-        )
+        while True:
+            runs = client.read_task_runs(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])),
+                sort=TaskRunSort.EXPECTED_START_TIME_ASC,
+                limit=200,
+            )
+            names = [run.state_name for run in runs]
+            if runs and not {"Pending", "Running", "Scheduled", None} & set(names):
+                break
+            assert time.monotonic() < deadline, f"task runs still not final after {timeout_s} s: {names}"
+            time.sleep(0.5)
     states: dict[str, list[str]] = defaultdict(list)
     for run in runs:
         task_name = re.sub(r"-[0-9a-f]{3}$", "", run.name)  # 'train-clm-4a2' -> 'train-clm'
-        states[task_name].append(run.state.name)
+        states[task_name].append(run.state_name)
     return dict(states)
 
 
