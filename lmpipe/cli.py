@@ -73,6 +73,20 @@ def main(argv: list[str] | None = None) -> int:
     pool = commands.add_parser("pool", help="manage Prefect work pools from deployments/*.yaml")
     pool.add_argument("action", choices=["create"], help="create or update the pools")
     pool.add_argument("files", nargs="+", help="work pool files, e.g. deployments/cpu-process.yaml")
+    models = commands.add_parser("models", help="table of registered model versions, newest first")
+    models.add_argument("--name", default=None, help="only this registered model")
+    predict = commands.add_parser("predict", help="run a registered model on some text")
+    predict.add_argument("name", help="registered model name, e.g. eli5-mlm")
+    predict.add_argument("text", help="prompt (CLM) or a sentence with the tokenizer's mask token (MLM)")
+    which = predict.add_mutually_exclusive_group()
+    which.add_argument("--version", type=int, default=None, help="model version (default: champion, else newest)")
+    which.add_argument("--alias", default=None, help="model alias, e.g. champion")
+    predict.add_argument("--top-k", type=int, default=3, help="fill-mask predictions to show")
+    predict.add_argument("--max-new-tokens", type=int, default=20, help="tokens to generate")
+    for sub in (models, predict):
+        sub.add_argument(
+            "--tracking-uri", default=None, help="MLflow URI (default: $MLFLOW_TRACKING_URI or ./mlflow.db)"
+        )
     show.add_argument("--reference", action="store_true", help="print the markdown config reference instead")
     for sub in (run, show):
         sub.add_argument("--config", "-c", default=None, help="YAML config file (default: built-in defaults)")
@@ -96,6 +110,8 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.command == "pool":
         return create_pools(args.files)
+    if args.command in ("models", "predict"):
+        return registry_command(args)
 
     try:
         config = load_config(args.config, args.overrides)
@@ -113,6 +129,19 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\nlmpipe: {args.flow} flow failed: {type(error).__name__}: {error}", file=sys.stderr)
         return 1
     print("\n" + summary_table(registrations))
+    return 0
+
+
+def registry_command(args: argparse.Namespace) -> int:
+    from lmpipe import registry_commands
+
+    uri = registry_commands.tracking_uri_or_default(args.tracking_uri)
+    if args.command == "models":
+        print(registry_commands.models_table(registry_commands.version_rows(uri, args.name)))
+        return 0
+    model = registry_commands.model_uri(args.name, args.version, args.alias, uri)
+    for row in registry_commands.predict(model, args.text, uri, args.top_k, args.max_new_tokens):
+        print("  ".join(f"{key}: {value}" for key, value in row.items()))
     return 0
 
 

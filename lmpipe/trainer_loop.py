@@ -85,6 +85,13 @@ def train_and_save(
         "device": plan.describe(),
     }
     (out_dir / "train_metrics.json").write_text(json.dumps(metrics, indent=2))
+    # The loss and learning-rate curve, one point per logging step, for the MLflow run page.
+    history = [
+        {"step": entry["step"], "loss": entry["loss"], "learning_rate": entry.get("learning_rate")}
+        for entry in trainer.state.log_history
+        if "loss" in entry
+    ]
+    (out_dir / "train_history.json").write_text(json.dumps(history, indent=2))
     # The resolved config travels inside the checkpoint, as nanoGPT does.
     (out_dir / "pipeline_config.json").write_text(
         json.dumps(

@@ -14,6 +14,7 @@ import logging
 import math
 import os
 import re
+import time
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -58,6 +59,23 @@ def flat_params(tree: dict[str, Any], prefix: str = "") -> dict[str, str]:
 
 def pip_requirements() -> list[str]:
     return [f"{lib}=={metadata.version(lib)}" for lib in _SERVING_LIBRARIES]
+
+
+def log_training_curves(client, run_id: str, model_dir: Path) -> None:
+    """train/loss and train/learning_rate per logging step, so MLflow plots the curves."""
+    from mlflow.entities import Metric
+
+    history_file = model_dir / "train_history.json"
+    if not history_file.is_file():
+        return
+    now = int(time.time() * 1000)
+    points = []
+    for entry in json.loads(history_file.read_text()):
+        points.append(Metric("train/loss", entry["loss"], now, entry["step"]))
+        if entry.get("learning_rate") is not None:
+            points.append(Metric("train/learning_rate", entry["learning_rate"], now, entry["step"]))
+    for start in range(0, len(points), 1000):  # MLflow takes at most 1000 metrics per batch
+        client.log_batch(run_id, metrics=points[start : start + 1000])
 
 
 def load_components(objective: Objective, model_dir: Path) -> dict[str, Any]:
@@ -130,6 +148,7 @@ def register_model(
                 "train_runtime_s": train_metrics["train_runtime_s"],
             }
         )
+        log_training_curves(client, run.info.run_id, model_dir)
         mlflow.set_tags(
             {"objective": objective, "prefect.flow_run_id": flow_run_id or "", "device": train_metrics["device"]}
         )
@@ -152,6 +171,7 @@ def register_model(
                 "eval.set": metrics["eval_set"],
                 "objective": objective,
                 "perplexity": f"{metrics['perplexity']:.4f}",
+                "base_perplexity": f"{metrics['base_perplexity']:.4f}",
             },
         )
     client.update_model_version(

@@ -123,3 +123,46 @@ def test_each_config_section_reruns_only_the_stages_it_feeds(workspace):
     after_eval = states_after("train.learning_rate=0.002", "eval.max_blocks=16")
     assert after_eval["train-clm"] == cached
     assert after_eval["evaluate"] == after_eval["register"] == {"Completed"}
+
+
+def test_curves_review_table_and_predict_from_the_registry(workspace, capsys):
+    from mlflow import MlflowClient
+    from transformers import pipeline
+
+    from lmpipe.artifacts import read_manifest
+    from lmpipe.cli import main
+
+    config = tiny_config(workspace)
+    registrations, _ = run(config)
+    uri = config.registry.tracking_uri
+    client = MlflowClient(uri)
+
+    # Curves: one point per logging step (tiny.yaml: 8 steps, logging every 4).
+    version = client.get_model_version("eli5-clm", "1")
+    curve = client.get_metric_history(version.run_id, "train/loss")
+    assert [point.step for point in curve] == [4, 8]
+    assert len(client.get_metric_history(version.run_id, "train/learning_rate")) == 2
+
+    # The review table: both models, newest first, with their perplexity.
+    assert main(["models", "--tracking-uri", uri]) == 0
+    table = capsys.readouterr().out
+    assert "eli5-clm" in table and "eli5-mlm" in table and version.tags["perplexity"] in table
+
+    # predict through the registry equals the trained model loaded on its own.
+    trained = {
+        json.loads((Path(d) / "registration.json").read_text())["objective"]: read_manifest(d)["inputs"]["model"]
+        for d in registrations
+    }
+    sentence = "Return the <mask> of the file."
+    assert main(["predict", "eli5-mlm", sentence, "--version", "1", "--tracking-uri", uri]) == 0
+    printed = [line.split("token: ")[1].split("  score:")[0] for line in capsys.readouterr().out.splitlines()]
+    expected = [p["token_str"] for p in pipeline("fill-mask", model=trained["mlm"])(sentence, top_k=3)]
+    assert printed == expected and len(printed) == 3
+
+    assert (
+        main(["predict", "eli5-clm", "Return the", "--version", "1", "--max-new-tokens", "8", "--tracking-uri", uri])
+        == 0
+    )
+    generated = capsys.readouterr().out.strip().removeprefix("generated_text: ")
+    reference = pipeline("text-generation", model=trained["clm"])("Return the", max_new_tokens=8, do_sample=False)
+    assert generated == reference[0]["generated_text"]

@@ -1,0 +1,89 @@
+"""Review and use registered models from the command line.
+
+lmpipe models                                  # every version, newest first, with its perplexity
+lmpipe predict eli5-mlm "The json module can <mask> Python objects." --version 1
+lmpipe predict eli5-clm "The json module" --version 1 --max-new-tokens 20
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+
+def tracking_uri_or_default(uri: str | None) -> str:
+    return uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
+
+
+def version_rows(tracking_uri: str, name: str | None = None) -> list[dict[str, Any]]:
+    """One row per model version, newest first."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    names = [name] if name else [model.name for model in client.search_registered_models()]
+    rows = []
+    for model_name in names:
+        for version in client.search_model_versions(f"name = '{model_name}'"):
+            created = datetime.fromtimestamp(version.creation_timestamp / 1000, timezone.utc)
+            rows.append(
+                {
+                    "model": model_name,
+                    "version": int(version.version),
+                    "perplexity": version.tags.get("perplexity", "?"),
+                    "base perplexity": version.tags.get("base_perplexity", "?"),
+                    "aliases": ",".join(getattr(version, "aliases", []) or []) or "-",
+                    "data": version.tags.get("data.fingerprint", "?"),
+                    "created": created.strftime("%Y-%m-%d %H:%M"),
+                    "_created": version.creation_timestamp,
+                }
+            )
+    return sorted(rows, key=lambda row: row["_created"], reverse=True)
+
+
+def models_table(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return "no registered model versions"
+    columns = [c for c in rows[0] if not c.startswith("_")]
+    cells = [[str(row[c]) for c in columns] for row in rows]
+    widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True))]
+    lines.append("  ".join("-" * w for w in widths))
+    lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)) for row in cells]
+    return "\n".join(lines)
+
+
+def model_uri(name: str, version: int | None, alias: str | None, tracking_uri: str) -> str:
+    """A given version or alias; otherwise the champion, or the newest version while there is none."""
+    if version is not None:
+        return f"models:/{name}/{version}"
+    if alias is not None:
+        return f"models:/{name}@{alias}"
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    client = MlflowClient(tracking_uri)
+    try:
+        return f"models:/{name}/{client.get_model_version_by_alias(name, 'champion').version}"
+    except MlflowException:
+        versions = [int(v.version) for v in client.search_model_versions(f"name = '{name}'")]
+        if not versions:
+            raise SystemExit(f"lmpipe: no registered model named {name!r} at {tracking_uri}") from None
+        return f"models:/{name}/{max(versions)}"
+
+
+def predict(uri: str, text: str, tracking_uri: str, top_k: int = 3, max_new_tokens: int = 20) -> list[dict[str, Any]]:
+    """Run the registered pipeline (text-generation or fill-mask) on `text`; deterministic output."""
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri)
+    pipeline = mlflow.transformers.load_model(uri)
+    if pipeline.task == "fill-mask":
+        return [
+            {"token": p["token_str"], "score": round(float(p["score"]), 4), "sequence": p["sequence"]}
+            for p in pipeline(text, top_k=top_k)
+        ]
+    # Greedy decoding: the same model and prompt always give the same text.
+    generated = pipeline(text, max_new_tokens=max_new_tokens, do_sample=False)
+    return [{"generated_text": generated[0]["generated_text"]}]
