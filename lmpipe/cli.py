@@ -11,6 +11,7 @@ import json
 import math
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 # No network here, and no phoning home in local runs: set before prefect/mlflow/HF are imported.
@@ -44,9 +45,7 @@ def summary_table(registration_dirs: list[str]) -> str:
         (r["model_name"], str(r["version"]), _number(r["base_perplexity"]), _number(r["perplexity"]), r["run_id"])
         for r in rows
     ]
-    widths = [max(len(cell) for cell in column) for column in zip(header, *body, strict=True)]
-    line = lambda cells: "  ".join(cell.ljust(width) for cell, width in zip(cells, widths, strict=True))  # noqa: E731
-    out = [line(header), line(tuple("-" * w for w in widths)), *map(line, body)]
+    out = [text_table(header, body)]
     if rows:
         uri = rows[0]["tracking_uri"]
         out += [
@@ -55,6 +54,16 @@ def summary_table(registration_dirs: list[str]) -> str:
             f"  mlflow ui --backend-store-uri {uri}" if uri.startswith("sqlite") else f"  open {uri}",
         ]
     return "\n".join(out)
+
+
+def text_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """Left-aligned columns, a dashed rule under the header."""
+    widths = [max(len(cell) for cell in column) for column in zip(header, *rows, strict=True)]
+
+    def line(cells: Sequence[str]) -> str:
+        return "  ".join(cell.ljust(width) for cell, width in zip(cells, widths, strict=True))
+
+    return "\n".join([line(header), line(["-" * w for w in widths]), *map(line, rows)])
 
 
 def _number(value: float) -> str:
@@ -134,8 +143,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def registry_command(args: argparse.Namespace) -> int:
     from lmpipe import registry_commands
+    from lmpipe.config import resolve_tracking_uri
 
-    uri = registry_commands.tracking_uri_or_default(args.tracking_uri)
+    uri = resolve_tracking_uri(args.tracking_uri)
     if args.command == "models":
         print(registry_commands.models_table(registry_commands.version_rows(uri, args.name)))
         return 0

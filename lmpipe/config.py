@@ -7,6 +7,7 @@ typed form with every field's description and default. Every default serves the 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any, Literal
 
@@ -224,6 +225,11 @@ def usable_positions(model_config: dict[str, Any]) -> int | None:
     if model_config.get("model_type") in POSITIONS_FROM_PADDING:
         positions -= (model_config.get("pad_token_id") or 1) + 1
     return int(positions)
+
+
+def resolve_tracking_uri(explicit: str | None) -> str:
+    """registry.tracking_uri if set, else $MLFLOW_TRACKING_URI, else a SQLite store in the working directory."""
+    return explicit or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
 
 
 # ---------------------------------------------------------------------------- loading

@@ -19,17 +19,10 @@ from typing import IO
 
 import httpx
 
+from lmpipe.cli import OFFLINE_DEFAULTS  # local services are private and offline too
+
 BIN = Path(sys.executable).parent  # the virtualenv's console scripts: prefect, mlflow, lmpipe
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-
-# Local services are private and offline: no telemetry, no update checks.
-QUIET_ENV = {
-    "DO_NOT_TRACK": "1",
-    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-    "MLFLOW_DISABLE_TELEMETRY": "true",
-    "HF_HUB_DISABLE_TELEMETRY": "1",
-    "TOKENIZERS_PARALLELISM": "false",
-}
 
 
 @dataclass
@@ -76,7 +69,7 @@ def start(name: str, command: list[str], env: dict[str, str], log_dir: Path, cwd
     process = subprocess.Popen(
         command,
         cwd=cwd,
-        env={**os.environ, **QUIET_ENV, **env},
+        env={**os.environ, **OFFLINE_DEFAULTS, **env},
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,  # its own process group: stop() reaches its children too
@@ -85,7 +78,16 @@ def start(name: str, command: list[str], env: dict[str, str], log_dir: Path, cwd
 
 
 def wait_for_http(service: Service, url: str, timeout_s: float = 120) -> None:
-    """Until `url` answers 200; fail early, with the log, if the service dies."""
+    """Until `url` answers 200; fail early, with the log, if the service dies. A service that never
+    comes up is stopped before the error is raised, so no caller is left holding a stray process."""
+    try:
+        _poll_http(service, url, timeout_s)
+    except BaseException:
+        service.stop()
+        raise
+
+
+def _poll_http(service: Service, url: str, timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     while True:
         try:
@@ -145,7 +147,7 @@ def create_pools_and_deploy(env: dict[str, str], log_dir: Path) -> None:
     """`lmpipe pool create deployments/*.yaml`, then `prefect deploy --all` from prefect.yaml."""
     pools = sorted(str(p) for p in (PROJECT_ROOT / "deployments").glob("*.yaml"))
     # prefect.yaml's pull step records $PWD: the project folder the worker runs flows from.
-    command_env = {**os.environ, **QUIET_ENV, **env, "PWD": str(PROJECT_ROOT)}
+    command_env = {**os.environ, **OFFLINE_DEFAULTS, **env, "PWD": str(PROJECT_ROOT)}
     create_pools = [str(BIN / "lmpipe"), "pool", "create", *pools]
     deploy = [str(BIN / "prefect"), "--no-prompt", "deploy", "--all"]
     for command in (create_pools, deploy):

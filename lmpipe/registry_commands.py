@@ -7,14 +7,8 @@ lmpipe predict eli5-clm "The json module" --version 1 --max-new-tokens 20
 
 from __future__ import annotations
 
-import os
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
-
-
-def tracking_uri_or_default(uri: str | None) -> str:
-    return uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
 
 
 def version_rows(tracking_uri: str, name: str | None = None) -> list[dict[str, Any]]:
@@ -43,15 +37,12 @@ def version_rows(tracking_uri: str, name: str | None = None) -> list[dict[str, A
 
 
 def models_table(rows: list[dict[str, Any]]) -> str:
+    from lmpipe.cli import text_table
+
     if not rows:
         return "no registered model versions"
     columns = [c for c in rows[0] if not c.startswith("_")]
-    cells = [[str(row[c]) for c in columns] for row in rows]
-    widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True))]
-    lines.append("  ".join("-" * w for w in widths))
-    lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)) for row in cells]
-    return "\n".join(lines)
+    return text_table(columns, [[str(row[c]) for c in columns] for row in rows])
 
 
 def model_uri(name: str, version: int | None, alias: str | None, tracking_uri: str) -> str:

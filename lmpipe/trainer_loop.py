@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ from transformers import (
 from lmpipe.config import ModelConfig, TrainConfig
 from lmpipe.devices import DevicePlan
 from lmpipe.models import count_parameters
-from lmpipe.training_process import ProgressCallback, emit
+from lmpipe.training_process import ProgressCallback, emit, run_training_process
 
 
 def training_arguments(train: TrainConfig, output_dir: Path, plan: DevicePlan) -> TrainingArguments:
@@ -100,3 +101,36 @@ def train_and_save(
     )
     emit("done", **metrics)
     return metrics
+
+
+# ---------------------------------------------------------------------------- the job a task hands its child
+
+
+def training_job(blocks_dir: str, tokenize_dir: str, model: ModelConfig, train: TrainConfig, block_size: int) -> dict:
+    """Everything the training process needs, as JSON: what the task writes and the child reads."""
+    return {
+        "blocks_dir": blocks_dir,
+        "tokenizer_dir": str(Path(tokenize_dir) / "tokenizer"),
+        "model": model.model_dump(),
+        "train": train.model_dump(),
+        "block_size": block_size,
+    }
+
+
+def train_in_child(module: str, label: str, job: dict[str, Any], out_dir: Path, log: Any) -> None:
+    """Run `python -m <module>` on `job`, writing into out_dir; raises if training fails."""
+    job_file = out_dir / "job.json"
+    run_training_process(module, {**job, "out_dir": str(out_dir)}, job_file, log, label)
+    job_file.unlink()  # it names the scratch directory; the artifact's manifest records the inputs
+
+
+def run_job(train: Callable[..., dict[str, Any]], job: dict[str, Any]) -> None:
+    """The child's side: call train_causal_lm / train_masked_lm with the job's fields."""
+    train(
+        Path(job["blocks_dir"]),
+        Path(job["tokenizer_dir"]),
+        ModelConfig(**job["model"]),
+        TrainConfig(**job["train"]),
+        job["block_size"],
+        Path(job["out_dir"]),
+    )

@@ -107,7 +107,7 @@ def group_dataset(
     log: logging.Logger | logging.LoggerAdapter = _log,
 ) -> DatasetDict:
     tokenized = load_from_disk(str(tokenize_dir / "dataset"))
-    pad_id = _pad_id(tokenize_dir)
+    pad_id = _pad_id(tokenize_dir) if remainder == "pad" else 0  # only padding needs the tokenizer
     grouped, dropped = group_splits(tokenized, block_size, remainder, pad_id, with_labels)
     for split in ("train", "test"):
         if len(grouped[split]) == 0:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import re
 import time
 from importlib import metadata
@@ -23,7 +22,7 @@ from prefect import get_run_logger, runtime, task
 from prefect.artifacts import create_markdown_artifact
 
 from lmpipe.artifacts import artifact_dir, building, cached_stage, code_version, is_complete, read_manifest
-from lmpipe.config import Objective, PipelineConfig
+from lmpipe.config import Objective, PipelineConfig, resolve_tracking_uri
 from lmpipe.errors import PipelineInputError, retry_unless_input_error
 
 _log = logging.getLogger(__name__)
@@ -35,10 +34,7 @@ _SERVING_LIBRARIES = ("transformers", "torch", "tokenizers", "safetensors", "acc
 
 
 def tracking_uri(config: PipelineConfig) -> str:
-    """Config, else $MLFLOW_TRACKING_URI, else a SQLite store in the working directory."""
-    return (
-        config.registry.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
-    )
+    return resolve_tracking_uri(config.registry.tracking_uri)
 
 
 def registered_name(config: PipelineConfig, objective: Objective) -> str:

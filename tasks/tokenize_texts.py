@@ -30,6 +30,7 @@ from tasks.flatten import TEXT_COLUMN
 
 _log = logging.getLogger(__name__)
 
+WEIGHT_SUFFIXES = {".safetensors", ".bin", ".pt", ".pth", ".h5", ".msgpack", ".ckpt", ".onnx", ".gguf"}
 SPECIAL_TOKENS = {
     "bos_token": "<s>",
     "pad_token": "<pad>",
@@ -56,7 +57,10 @@ def tokenizer_identity(config: PipelineConfig, objective: Objective) -> dict[str
         }
     if is_local_reference(source):
         root = Path(source).expanduser()
-        return {"local": {str(f.relative_to(root)): file_digest(f) for f in sorted(root.rglob("*")) if f.is_file()}}
+        # A pretrained model's folder also holds its weights (often gigabytes): they don't shape the
+        # tokenizer, so they are not hashed into its key.
+        files = [f for f in sorted(root.rglob("*")) if f.is_file() and f.suffix not in WEIGHT_SUFFIXES]
+        return {"local": {str(f.relative_to(root)): file_digest(f) for f in files}}
     return {"hub": source}
 
 

@@ -7,6 +7,7 @@ tests call directly.
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -41,17 +42,6 @@ def train_causal_lm(
     )
 
 
-def _train_from_job(job: dict[str, Any]) -> None:
-    train_causal_lm(
-        Path(job["blocks_dir"]),
-        Path(job["tokenizer_dir"]),
-        ModelConfig(**job["model"]),
-        TrainConfig(**job["train"]),
-        job["block_size"],
-        Path(job["out_dir"]),
-    )
-
-
 # ---------------------------------------------------------------------------- task
 
 
@@ -72,21 +62,13 @@ def train_clm(blocks_dir: str, tokenize_dir: str, config: PipelineConfig) -> str
     """Train the causal LM in a child process; returns the directory of the saved model."""
     out = train_clm_output_dir(blocks_dir, tokenize_dir, config)
     if not is_complete(out):
-        job = {
-            "blocks_dir": blocks_dir,
-            "tokenizer_dir": str(Path(tokenize_dir) / "tokenizer"),
-            "model": config.model.clm.model_dump(),
-            "train": config.train.model_dump(),
-            "block_size": config.data.block_size,
-        }
+        job = trainer_loop.training_job(
+            blocks_dir, tokenize_dir, config.model.clm, config.train, config.data.block_size
+        )
         with building(out, "train-clm", job) as scratch:
-            job_file = scratch / "job.json"
-            training_process.run_training_process(
-                "tasks.train_clm", {**job, "out_dir": str(scratch)}, job_file, get_run_logger(), "train-clm"
-            )
-            job_file.unlink()  # it names the scratch directory; the manifest records the inputs
+            trainer_loop.train_in_child("tasks.train_clm", "train-clm", job, scratch, get_run_logger())
     return str(out)
 
 
 if __name__ == "__main__":
-    child_main(_train_from_job)
+    child_main(partial(trainer_loop.run_job, train_causal_lm))

@@ -72,4 +72,8 @@ def test_registered_name_follows_the_objective(objective, name):
 
 
 def test_each_objective_has_a_transformers_pipeline_task():
+    from transformers.pipelines import SUPPORTED_TASKS
+
     assert PIPELINE_TASK == {"clm": "text-generation", "mlm": "fill-mask"}
+    # MLflow logs the model under this task name, so it must be one transformers can build.
+    assert set(PIPELINE_TASK.values()) <= set(SUPPORTED_TASKS)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 from datasets import Dataset, DatasetDict
@@ -177,3 +178,14 @@ def test_build_tokenizer_trains_a_bpe_without_a_pretrained_one(sample_texts):
     tokenizer = build_tokenizer(config, "clm", Dataset.from_dict({"text": sample_texts[:100]}))
     assert tokenizer.mask_token == "<mask>"
     assert len(tokenizer) <= 300
+
+
+def test_local_tokenizer_identity_ignores_model_weights_beside_it(saved_tokenizer_dir, tmp_path):
+    # A pretrained model folder: the same tokenizer files, plus weights that do not shape the tokenizer.
+    model_dir = tmp_path / "model"
+    shutil.copytree(saved_tokenizer_dir, model_dir)
+    (model_dir / "model.safetensors").write_bytes(b"\0" * 1024)
+    with_weights = tokenizer_identity(config_with(f"model.clm.pretrained={model_dir}"), "clm")
+    without = tokenizer_identity(config_with(f"model.clm.pretrained={saved_tokenizer_dir}"), "clm")
+    assert with_weights == without
+    assert "model.safetensors" not in with_weights["local"]
