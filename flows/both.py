@@ -12,6 +12,7 @@ tokenized dataset is shared. This is the default flow of `make run`:
 from prefect import flow
 
 from lmpipe.config import PipelineConfig
+from lmpipe.prefect_reports import publish_registrations_table
 from tasks.download import download
 from tasks.evaluate import evaluate
 from tasks.flatten import flatten
@@ -39,7 +40,9 @@ def both_flow(config: PipelineConfig = PipelineConfig()) -> list[str]:
     mlm_metrics = evaluate(mlm_model, mlm_blocks, config, "mlm")
 
     # Register last, so a failure anywhere above leaves the registry untouched.
-    return [register(clm_model, clm_metrics, config, "clm"), register(mlm_model, mlm_metrics, config, "mlm")]
+    registrations = [register(clm_model, clm_metrics, config, "clm"), register(mlm_model, mlm_metrics, config, "mlm")]
+    publish_registrations_table(registrations, "both")
+    return registrations
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ python flows/clm.py --config configs/default.yaml --set train.epochs=1
 from prefect import flow
 
 from lmpipe.config import PipelineConfig
+from lmpipe.prefect_reports import publish_registrations_table
 from tasks.download import download
 from tasks.evaluate import evaluate
 from tasks.flatten import flatten
@@ -24,7 +25,9 @@ def clm_flow(config: PipelineConfig = PipelineConfig()) -> list[str]:
     blocks = group(tokens, config, "clm")
     model = train_clm(blocks, tokens, config)
     metrics = evaluate(model, blocks, config, "clm")
-    return [register(model, metrics, config, "clm")]
+    registrations = [register(model, metrics, config, "clm")]
+    publish_registrations_table(registrations, "clm")
+    return registrations
 
 
 if __name__ == "__main__":

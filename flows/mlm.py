@@ -6,6 +6,7 @@ python flows/mlm.py --config configs/default.yaml --set train.mlm_probability=0.
 from prefect import flow
 
 from lmpipe.config import PipelineConfig
+from lmpipe.prefect_reports import publish_registrations_table
 from tasks.download import download
 from tasks.evaluate import evaluate
 from tasks.flatten import flatten
@@ -24,7 +25,9 @@ def mlm_flow(config: PipelineConfig = PipelineConfig()) -> list[str]:
     blocks = group(tokens, config, "mlm")
     model = train_mlm(blocks, tokens, config)
     metrics = evaluate(model, blocks, config, "mlm")
-    return [register(model, metrics, config, "mlm")]
+    registrations = [register(model, metrics, config, "mlm")]
+    publish_registrations_table(registrations, "mlm")
+    return registrations
 
 
 if __name__ == "__main__":

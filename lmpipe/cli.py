@@ -40,9 +40,16 @@ def load_flow(name: str):
 
 def summary_table(registration_dirs: list[str]) -> str:
     rows = [json.loads((Path(d) / "registration.json").read_text()) for d in registration_dirs]
-    header = ("model", "version", "base perplexity", "perplexity", "MLflow run")
+    header = ("model", "version", "alias", "base perplexity", "perplexity", "MLflow run")
     body = [
-        (r["model_name"], str(r["version"]), _number(r["base_perplexity"]), _number(r["perplexity"]), r["run_id"])
+        (
+            r["model_name"],
+            str(r["version"]),
+            r.get("alias", "none"),
+            _number(r["base_perplexity"]),
+            _number(r["perplexity"]),
+            r["run_id"],
+        )
         for r in rows
     ]
     out = [text_table(header, body)]

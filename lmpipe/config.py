@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 Objective = Literal["clm", "mlm"]  # causal LM (GPT-2 family) or masked LM (RoBERTa family)
 
@@ -166,6 +166,54 @@ class RegistryConfig(_Section):
     experiment: str = Field("lm-pipeline", description="MLflow experiment that holds the training runs.")
     clm_model_name: str = Field("eli5-clm", min_length=1, description="Registered model name of the causal LM.")
     mlm_model_name: str = Field("eli5-mlm", min_length=1, description="Registered model name of the masked LM.")
+    promote: bool = Field(
+        True,
+        description="Give each new version an alias: 'champion' when it beats the current champion "
+        "by champion_margin on the same evaluation set, else 'challenger' with the reason in its "
+        "description. False: register only, no alias.",
+    )
+    champion_margin: float = Field(
+        0.01,
+        ge=0,
+        lt=1,
+        description="Relative perplexity improvement a new version needs to take 'champion' "
+        "(0.01: at least 1% lower than the champion's).",
+    )
+    on_other_eval_set: Literal["reevaluate", "refuse"] = Field(
+        "reevaluate",
+        description="When the champion was evaluated on a different evaluation set: 'reevaluate' "
+        "it on the new set before comparing, or 'refuse' to promote (the new version becomes "
+        "challenger). Numbers from different sets are never compared.",
+    )
+    ui_url: str | None = Field(
+        None,
+        description="Base URL of the MLflow UI, for links in Prefect artifacts. None: the tracking "
+        "URI when it is http(s), else no links.",
+    )
+
+
+MASK_PLACEHOLDER = "<mask>"
+
+
+class CardConfig(_Section):
+    clm_prompts: list[str] = Field(
+        default_factory=lambda: ["Somatic hypermutation allows the immune system to", "The json module"],
+        description="Prompts the model card shows CLM generations for (seeded sampling).",
+    )
+    mlm_sentences: list[str] = Field(
+        default_factory=lambda: ["The Milky Way is a <mask> galaxy.", "Return a <mask> of the list."],
+        description="Sentences with one '<mask>' each; the model card shows the MLM's top-3 fillings.",
+    )
+    max_new_tokens: int = Field(24, ge=1, le=512, description="Tokens generated per CLM prompt.")
+    seed: int = Field(0, description="Seed of the sampled CLM generations, so a model always shows the same text.")
+
+    @field_validator("mlm_sentences")
+    @classmethod
+    def _one_mask_per_sentence(cls, sentences: list[str]) -> list[str]:
+        for sentence in sentences:
+            if sentence.count(MASK_PLACEHOLDER) != 1:
+                raise ValueError(f"{sentence!r} must hold exactly one {MASK_PLACEHOLDER}")
+        return sentences
 
 
 class ArtifactsConfig(_Section):
@@ -187,7 +235,10 @@ class PipelineConfig(_Section):
     model: ModelsConfig = Field(default_factory=ModelsConfig, description="The two models.")
     train: TrainConfig = Field(default_factory=TrainConfig, description="Training loop.")
     eval: EvalConfig = Field(default_factory=EvalConfig, description="Perplexity evaluation.")
-    registry: RegistryConfig = Field(default_factory=RegistryConfig, description="MLflow registry.")
+    registry: RegistryConfig = Field(default_factory=RegistryConfig, description="MLflow registry and promotion.")
+    card: CardConfig = Field(
+        default_factory=CardConfig, description="Model card samples, made once when a version is registered."
+    )
     artifacts: ArtifactsConfig = Field(default_factory=ArtifactsConfig, description="Artifact cache.")
 
     @model_validator(mode="after")

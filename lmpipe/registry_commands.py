@@ -10,6 +10,8 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
+from lmpipe.config import MASK_PLACEHOLDER
+
 
 def version_rows(tracking_uri: str, name: str | None = None) -> list[dict[str, Any]]:
     """One row per model version, newest first."""
@@ -19,6 +21,10 @@ def version_rows(tracking_uri: str, name: str | None = None) -> list[dict[str, A
     names = [name] if name else [model.name for model in client.search_registered_models()]
     rows = []
     for model_name in names:
+        # Version search results leave aliases out; the registered model lists them.
+        aliases: dict[str, list[str]] = {}
+        for alias, number in client.get_registered_model(model_name).aliases.items():
+            aliases.setdefault(str(number), []).append(alias)
         for version in client.search_model_versions(f"name = '{model_name}'"):
             created = datetime.fromtimestamp(version.creation_timestamp / 1000, timezone.utc)
             rows.append(
@@ -27,8 +33,9 @@ def version_rows(tracking_uri: str, name: str | None = None) -> list[dict[str, A
                     "version": int(version.version),
                     "perplexity": version.tags.get("perplexity", "?"),
                     "base perplexity": version.tags.get("base_perplexity", "?"),
-                    "aliases": ",".join(getattr(version, "aliases", []) or []) or "-",
+                    "aliases": ",".join(sorted(aliases.get(str(version.version), []))) or "-",
                     "data": version.tags.get("data.fingerprint", "?"),
+                    "eval set": version.tags.get("eval.set", "?"),
                     "created": created.strftime("%Y-%m-%d %H:%M"),
                     "_created": version.creation_timestamp,
                 }
@@ -71,10 +78,14 @@ def predict(uri: str, text: str, tracking_uri: str, top_k: int = 3, max_new_toke
     mlflow.set_tracking_uri(tracking_uri)
     pipeline = mlflow.transformers.load_model(uri)
     if pipeline.task == "fill-mask":
+        # '<mask>' works for every model; BERT-family tokenizers spell it '[MASK]'.
+        text = text.replace(MASK_PLACEHOLDER, pipeline.tokenizer.mask_token)
         return [
             {"token": p["token_str"], "score": round(float(p["score"]), 4), "sequence": p["sequence"]}
             for p in pipeline(text, top_k=top_k)
         ]
     # Greedy decoding: the same model and prompt always give the same text.
-    generated = pipeline(text, max_new_tokens=max_new_tokens, do_sample=False)
+    # No special tokens: a tokenizer with RoBERTa-style processing (the one trained here) would end the
+    # prompt with </s>, and the model would continue a new document instead of the prompt.
+    generated = pipeline(text, max_new_tokens=max_new_tokens, do_sample=False, add_special_tokens=False)
     return [{"generated_text": generated[0]["generated_text"]}]

@@ -24,6 +24,8 @@ from typing import Any
 
 from transformers import TrainerCallback
 
+from lmpipe.prefect_reports import TrainingProgress
+
 PROGRESS_PREFIX = "@@progress "
 _TAIL_LINES = 30
 
@@ -151,6 +153,7 @@ def run_training_process(
     log.info(f"{label}: launching {' '.join(command[1:3])} (pid follows)")
     tail: deque[str] = deque(maxlen=_TAIL_LINES)
     input_error: str | None = None
+    progress, max_steps = TrainingProgress(label), 0
     with subprocess.Popen(
         command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=os.getcwd()
     ) as child:
@@ -161,8 +164,15 @@ def run_training_process(
                 line = raw.rstrip("\n")
                 tail.append(line)
                 event = _relay(line, log, label)
-                if event and event["event"] == "input_error":
+                if not event:
+                    continue
+                if event["event"] == "input_error":
                     input_error = event["message"]
+                elif event["event"] in ("begin", "step"):  # the Prefect UI shows how far along training is
+                    max_steps = event["max_steps"]
+                    progress.update(event.get("step", 0), max_steps)
+                elif event["event"] == "done":
+                    progress.update(max_steps, max_steps)
         except BaseException:
             child.kill()  # never leave an orphaned trainer holding the GPU
             raise

@@ -85,6 +85,32 @@ def token_weighted_loss(
     return loss_sum / tokens, tokens
 
 
+def test_blocks(blocks_dir: Path, config: PipelineConfig) -> Dataset:
+    """The evaluation set: the test split of the grouped blocks, capped at eval.max_blocks."""
+    test = load_from_disk(str(blocks_dir / "dataset"))["test"]
+    if config.eval.max_blocks is not None:
+        test = test.select(range(min(config.eval.max_blocks, len(test))))
+    return test
+
+
+def model_eval_loss(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    test: Dataset,
+    config: PipelineConfig,
+    objective: Objective,
+    device: str,
+) -> tuple[float, int]:
+    """Token-weighted loss of one model on the evaluation set, with fresh fixed-seed MLM masks."""
+    collator = eval_collator(objective, tokenizer, config.train.mlm_probability, config.eval.mlm_seed)
+    try:
+        return token_weighted_loss(model, test, collator, objective, config.eval.batch_size, device)
+    finally:  # this runs in the worker: hand GPU memory back before the next trainer starts
+        model.to("cpu")
+        if device == "cuda":
+            torch.cuda.empty_cache()
+
+
 def evaluate_models(
     objective: Objective,
     model_dir: Path,
@@ -98,18 +124,10 @@ def evaluate_models(
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    test = load_from_disk(str(blocks_dir / "dataset"))["test"]
-    if config.eval.max_blocks is not None:
-        test = test.select(range(min(config.eval.max_blocks, len(test))))
+    test = test_blocks(blocks_dir, config)
 
     def loss_of(model: PreTrainedModel) -> tuple[float, int]:
-        collator = eval_collator(objective, tokenizer, config.train.mlm_probability, config.eval.mlm_seed)
-        try:
-            return token_weighted_loss(model, test, collator, objective, config.eval.batch_size, plan.device)
-        finally:  # this runs in the worker: hand GPU memory back before the next trainer starts
-            model.to("cpu")
-            if plan.device == "cuda":
-                torch.cuda.empty_cache()
+        return model_eval_loss(model, tokenizer, test, config, objective, plan.device)
 
     auto = AutoModelForCausalLM if objective == "clm" else AutoModelForMaskedLM
     trained_loss, tokens = loss_of(auto.from_pretrained(str(model_dir)))

@@ -1,10 +1,15 @@
-"""register: log the run to MLflow and register the model version with its perplexity.
+"""register: hand a trained model to MLflow for review, with its perplexity, lineage and model card.
 
-One MLflow run per trained model: the resolved config as params, the metrics, and the model in
-the `transformers` flavor (tokenizer included). The version is tagged with the Prefect flow
-run, the data fingerprint and the block size. A version is only created after everything else
-succeeded, and never twice for the same artifacts: an earlier version carrying the same
-`lmpipe.fingerprint` tag is reused.
+One MLflow run per trained model: the resolved config as params, the metrics and curves, the
+datasets as inputs, and the model in the `transformers` flavor (tokenizer included). Then a
+model version, tagged with its lineage, described by its model card, and given an alias by the
+champion/challenger gate (lmpipe.promotion).
+
+Registration is idempotent and resumable. Its key is derived from the model and evaluation
+artifacts, never from the flow run:
+- a version carrying the key and the completion tag is the answer: nothing is added;
+- a version carrying the key without it was registered halfway: it is completed;
+- a run carrying the key and a logged model, with no version yet, is registered, not re-logged.
 """
 
 from __future__ import annotations
@@ -12,23 +17,31 @@ from __future__ import annotations
 import json
 import logging
 import math
-import re
 import time
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from prefect import get_run_logger, runtime, task
-from prefect.artifacts import create_markdown_artifact
 
-from lmpipe.artifacts import artifact_dir, building, cached_stage, code_version, is_complete, read_manifest
+from lmpipe.artifacts import artifact_dir, building, cached_stage, code_version, fingerprint, is_complete, read_manifest
 from lmpipe.config import Objective, PipelineConfig, resolve_tracking_uri
+from lmpipe.devices import plan_device
 from lmpipe.errors import PipelineInputError, retry_unless_input_error
+from lmpipe.lineage import lineage_tags
+from lmpipe.model_card import CardFacts, description_of, render, sample_outputs
+from lmpipe.prefect_reports import mlflow_ui_base, publish_registration
+from lmpipe.promotion import Candidate, Decision, gate
+from tasks.evaluate import model_eval_loss, perplexity_from_loss, test_blocks
+from tasks.tokenize_texts import tokenizer_source
 
 _log = logging.getLogger(__name__)
 
 PIPELINE_TASK = {"clm": "text-generation", "mlm": "fill-mask"}
-FINGERPRINT_TAG = "lmpipe.fingerprint"
+KEY_TAG = "lmpipe.fingerprint"  # on the run and the version: the idempotency key
+MODEL_URI_TAG = "lmpipe.model_uri"  # on the run, once its model is logged: the run can be registered
+COMPLETE_TAG = "lmpipe.complete"  # on the version, written last: card, tags and alias are all in place
+ALIAS_TAG, REASON_TAG = "lmpipe.alias", "lmpipe.alias_reason"
 # Exactly what serving the model needs; without an explicit list MLflow goes looking for torchvision.
 _SERVING_LIBRARIES = ("transformers", "torch", "tokenizers", "safetensors", "accelerate")
 
@@ -39,6 +52,11 @@ def tracking_uri(config: PipelineConfig) -> str:
 
 def registered_name(config: PipelineConfig, objective: Objective) -> str:
     return config.registry.clm_model_name if objective == "clm" else config.registry.mlm_model_name
+
+
+def registration_key(model_dir: Path, eval_dir: Path) -> str:
+    """The same trained model with the same evaluation is one version, whichever flow run registers it."""
+    return fingerprint({"model": Path(model_dir).name, "eval": Path(eval_dir).name})
 
 
 def flat_params(tree: dict[str, Any], prefix: str = "") -> dict[str, str]:
@@ -57,23 +75,6 @@ def pip_requirements() -> list[str]:
     return [f"{lib}=={metadata.version(lib)}" for lib in _SERVING_LIBRARIES]
 
 
-def log_training_curves(client, run_id: str, model_dir: Path) -> None:
-    """train/loss and train/learning_rate per logging step, so MLflow plots the curves."""
-    from mlflow.entities import Metric
-
-    history_file = model_dir / "train_history.json"
-    if not history_file.is_file():
-        return
-    now = int(time.time() * 1000)
-    points = []
-    for entry in json.loads(history_file.read_text()):
-        points.append(Metric("train/loss", entry["loss"], now, entry["step"]))
-        if entry.get("learning_rate") is not None:
-            points.append(Metric("train/learning_rate", entry["learning_rate"], now, entry["step"]))
-    for start in range(0, len(points), 1000):  # MLflow takes at most 1000 metrics per batch
-        client.log_batch(run_id, metrics=points[start : start + 1000])
-
-
 def load_components(objective: Objective, model_dir: Path) -> dict[str, Any]:
     from transformers import AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer
 
@@ -81,7 +82,63 @@ def load_components(objective: Objective, model_dir: Path) -> dict[str, Any]:
     return {"model": auto.from_pretrained(str(model_dir)), "tokenizer": AutoTokenizer.from_pretrained(str(model_dir))}
 
 
-def _experiment_id(client, name: str, uri: str) -> str:
+def flow_run_reference() -> tuple[str | None, str | None]:
+    """(id, UI link) of the Prefect flow run doing this registration; (None, None) outside one."""
+    from prefect.settings import PREFECT_UI_URL
+
+    run_id = runtime.flow_run.id
+    if not run_id:
+        return None, None
+    ui = PREFECT_UI_URL.value()
+    return str(run_id), (f"{ui.rstrip('/')}/runs/flow-run/{run_id}" if ui else None)
+
+
+# ---------------------------------------------------------------------------- MLflow run
+
+
+def log_curves(client: Any, run_id: str, model_dir: Path, metrics: dict[str, Any], train_steps: int) -> None:
+    """train/loss and train/learning_rate per logging step; eval/loss per evaluation (base at 0, trained at the end)."""
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    points = [
+        Metric("eval/loss", min(metrics["base_eval_loss"], 1e300), now, 0),
+        Metric("eval/loss", metrics["eval_loss"], now, train_steps),
+    ]
+    history_file = model_dir / "train_history.json"
+    for entry in json.loads(history_file.read_text()) if history_file.is_file() else []:
+        points.append(Metric("train/loss", entry["loss"], now, entry["step"]))
+        if entry.get("learning_rate") is not None:
+            points.append(Metric("train/learning_rate", entry["learning_rate"], now, entry["step"]))
+    for start in range(0, len(points), 1000):  # MLflow takes at most 1000 metrics per batch
+        client.log_batch(run_id, metrics=points[start : start + 1000])
+
+
+def log_datasets(config: PipelineConfig, blocks_dir: Path, lineage: dict[str, str]) -> None:
+    """The train and test blocks as run inputs: source, digest and size, without loading them again."""
+    import mlflow
+    from mlflow.data.meta_dataset import MetaDataset
+
+    if config.data.source == "hub":
+        from mlflow.data.huggingface_dataset_source import HuggingFaceDatasetSource
+
+        source = HuggingFaceDatasetSource(
+            config.data.path,
+            config_name=config.data.hub_config_name,
+            split=config.data.split,
+            revision=config.data.revision,
+        )
+    else:
+        from mlflow.data.sources import LocalArtifactDatasetSource
+
+        source = LocalArtifactDatasetSource(str(blocks_dir))
+    for split, context in (("train", "training"), ("test", "evaluation")):
+        dataset = MetaDataset(source, name=f"{split}-blocks", digest=blocks_dir.name[:8])
+        size = {"blocks": lineage[f"data.{split}_blocks"], "tokens": lineage[f"data.{split}_tokens"]}
+        mlflow.log_input(dataset, context=context, tags=size)
+
+
+def experiment_id_for(client: Any, name: str, uri: str) -> str:
     experiment = client.get_experiment_by_name(name)
     if experiment is not None:
         return experiment.experiment_id
@@ -93,46 +150,35 @@ def _experiment_id(client, name: str, uri: str) -> str:
     return client.create_experiment(name, artifact_location=artifact_root.resolve().as_uri())
 
 
-def find_registered_version(client, name: str, fingerprint: str):
-    """The version already registered for these exact artifacts, if any."""
-    # An error here must fail the task (and be retried), never be read as "not registered yet".
-    versions = client.search_model_versions(f"name = '{name}' and tags.`{FINGERPRINT_TAG}` = '{fingerprint}'")
-    return min(versions, key=lambda v: int(v.version)) if versions else None
+def find_logged_run(client: Any, experiment_id: str, key: str, log: Any) -> Any | None:
+    """A run an earlier attempt finished logging (model included) but never registered; abandoned ones are closed."""
+    runs = client.search_runs([experiment_id], f"tags.`{KEY_TAG}` = '{key}'", order_by=["attributes.start_time ASC"])
+    logged = [run for run in runs if MODEL_URI_TAG in run.data.tags]
+    for run in runs:
+        if run not in logged and run.info.status == "RUNNING":  # killed mid-logging: mark it, never reuse it
+            log.warning(f"register: run {run.info.run_id} was left halfway by an earlier attempt; marking it FAILED")
+            client.set_terminated(run.info.run_id, "FAILED")
+    return logged[0] if logged else None
 
 
-def register_model(
+def log_training_run(
+    client: Any,
+    experiment_id: str,
+    key: str,
     objective: Objective,
     model_dir: Path,
-    eval_dir: Path,
+    blocks_dir: Path,
+    metrics: dict[str, Any],
+    train_metrics: dict[str, Any],
     config: PipelineConfig,
-    fingerprint: str,
-    flow_run_id: str | None,
-    log: logging.Logger | logging.LoggerAdapter = _log,
-) -> dict[str, Any]:
-    """Log params, metrics and the model to MLflow and register a version; returns what was registered."""
+    lineage: dict[str, str],
+    components: dict[str, Any],
+) -> tuple[str, str]:
+    """One MLflow run with everything but the version; returns (run id, model URI)."""
     import mlflow
-    from mlflow import MlflowClient
 
-    metrics = json.loads((eval_dir / "metrics.json").read_text())
-    if not math.isfinite(metrics["perplexity"]):
-        raise PipelineInputError(
-            f"register: {objective} perplexity is {metrics['perplexity']}; training diverged, so nothing is "
-            "registered (lower train.learning_rate?)"
-        )
-    train_metrics = json.loads((model_dir / "train_metrics.json").read_text())
-    uri = tracking_uri(config)
-    mlflow.set_tracking_uri(uri)
-    client = MlflowClient(uri)
-    name = registered_name(config, objective)
-
-    existing = find_registered_version(client, name, fingerprint)
-    if existing is not None:
-        log.info(f"register: {name} version {existing.version} already holds these artifacts; not adding another")
-        return _registration(objective, name, existing.version, existing.run_id, uri, metrics)
-
-    blocks = read_manifest(eval_dir)["inputs"]["blocks"]
-    experiment_id = _experiment_id(client, config.registry.experiment, uri)
-    with mlflow.start_run(experiment_id=experiment_id, run_name=f"{objective}-{fingerprint[:8]}") as run:
+    with mlflow.start_run(experiment_id=experiment_id, run_name=f"{objective}-{key[:8]}") as run:
+        mlflow.set_tag(KEY_TAG, key)  # first, so that a retry finds this run whatever happens next
         mlflow.log_params(flat_params(config.model_dump(mode="json")))
         mlflow.log_metrics(
             {
@@ -142,73 +188,179 @@ def register_model(
                 "train_loss": train_metrics["train_loss"],
                 "train_tokens": train_metrics["train_tokens"],
                 "train_runtime_s": train_metrics["train_runtime_s"],
+                "train_tokens_per_s": train_metrics["train_tokens"] / max(train_metrics["train_runtime_s"], 1e-9),
             }
         )
-        log_training_curves(client, run.info.run_id, model_dir)
-        mlflow.set_tags(
-            {"objective": objective, "prefect.flow_run_id": flow_run_id or "", "device": train_metrics["device"]}
-        )
+        log_curves(client, run.info.run_id, model_dir, metrics, train_metrics["train_steps"])
+        mlflow.set_tags({"objective": objective, "device": train_metrics["device"], **lineage})
+        log_datasets(config, blocks_dir, lineage)
         info = mlflow.transformers.log_model(
             # Loaded components: MLflow 3's local-checkpoint path breaks on transformers 5's lazy
             # pipeline registry ('str' object has no attribute '__name__').
-            transformers_model=load_components(objective, model_dir),
+            transformers_model=components,
             task=PIPELINE_TASK[objective],
             name="model",
             pip_requirements=pip_requirements(),
         )
-        version = mlflow.register_model(
-            info.model_uri,
-            name,
-            tags={
-                FINGERPRINT_TAG: fingerprint,
-                "prefect.flow_run_id": flow_run_id or "",
-                "data.fingerprint": Path(blocks).name,
-                "data.block_size": str(config.data.block_size),
-                "eval.set": metrics["eval_set"],
-                "objective": objective,
-                "perplexity": f"{metrics['perplexity']:.4f}",
-                "base_perplexity": f"{metrics['base_perplexity']:.4f}",
-            },
-        )
-    client.update_model_version(
-        name,
-        version.version,
-        description=f"{objective.upper()} perplexity {metrics['perplexity']:.2f} (base model "
-        f"{metrics['base_perplexity']:.2f}) on eval set {metrics['eval_set']}, block_size {config.data.block_size}.",
-    )
-    log.info(
-        f"register: {name} version {version.version} (run {run.info.run_id}), perplexity {metrics['perplexity']:.2f}"
-    )
-    return _registration(objective, name, version.version, run.info.run_id, uri, metrics)
+        mlflow.set_tag(MODEL_URI_TAG, info.model_uri)  # last: the run is complete and can be registered
+    return run.info.run_id, info.model_uri
 
 
-def _registration(
-    objective: str, name: str, version: str | int, run_id: str, uri: str, metrics: dict[str, Any]
+# ---------------------------------------------------------------------------- version
+
+
+def find_registered_version(client: Any, name: str, key: str) -> Any | None:
+    """The version already registered for these exact artifacts, if any."""
+    # An error here must fail the task (and be retried), never be read as "not registered yet".
+    versions = client.search_model_versions(f"name = '{name}' and tags.`{KEY_TAG}` = '{key}'")
+    return min(versions, key=lambda v: int(v.version)) if versions else None
+
+
+def registered_perplexity_on(
+    name: str, version: int, blocks_dir: Path, config: PipelineConfig, objective: Objective
+) -> float:
+    """Perplexity of a registered version on this run's evaluation set (same code as evaluate)."""
+    import mlflow
+
+    components = mlflow.transformers.load_model(f"models:/{name}/{version}", return_type="components")
+    tokenizer = components["tokenizer"]
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    loss, _ = model_eval_loss(
+        components["model"], tokenizer, test_blocks(blocks_dir, config), config, objective, plan_device("fp32").device
+    )
+    return perplexity_from_loss(loss)
+
+
+def register_model(
+    objective: Objective,
+    model_dir: Path,
+    eval_dir: Path,
+    config: PipelineConfig,
+    log: logging.Logger | logging.LoggerAdapter = _log,
 ) -> dict[str, Any]:
+    """Log, register, gate and describe one model version; returns what was registered."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    metrics = json.loads((eval_dir / "metrics.json").read_text())
+    if not math.isfinite(metrics["perplexity"]):
+        raise PipelineInputError(
+            f"register: {objective} perplexity is {metrics['perplexity']}; training diverged, so nothing is "
+            "registered (lower train.learning_rate?)"
+        )
+    uri = tracking_uri(config)
+    mlflow.set_tracking_uri(uri)
+    client = MlflowClient(uri)
+    name = registered_name(config, objective)
+    key = registration_key(model_dir, eval_dir)
+
+    existing = find_registered_version(client, name, key)
+    if existing is not None and existing.tags.get(COMPLETE_TAG) == "true":
+        log.info(f"register: {name} version {existing.version} already holds these artifacts; not adding another")
+        return registration_record(client, config, objective, name, existing, metrics)
+
+    train_metrics = json.loads((model_dir / "train_metrics.json").read_text())
+    blocks_dir = Path(read_manifest(eval_dir)["inputs"]["blocks"])
+    flow_run_id, flow_run_url = flow_run_reference()
+    lineage = lineage_tags(
+        config, objective, model_dir, blocks_dir, tokenizer_source(config, objective), flow_run_id, flow_run_url
+    )
+    components = load_components(objective, model_dir)
+    if existing is None:
+        experiment_id = experiment_id_for(client, config.registry.experiment, uri)
+        run = find_logged_run(client, experiment_id, key, log)
+        if run is not None:
+            run_id, model_uri = run.info.run_id, run.data.tags[MODEL_URI_TAG]
+            log.info(f"register: run {run_id} already holds the logged model; registering it")
+        else:
+            run_id, model_uri = log_training_run(
+                client,
+                experiment_id,
+                key,
+                objective,
+                model_dir,
+                blocks_dir,
+                metrics,
+                train_metrics,
+                config,
+                lineage,
+                components,
+            )
+        version_tags = {
+            KEY_TAG: key,
+            "objective": objective,
+            "eval.set": metrics["eval_set"],
+            "perplexity": f"{metrics['perplexity']:.4f}",
+            "base_perplexity": f"{metrics['base_perplexity']:.4f}",
+            **lineage,
+        }
+        version = int(mlflow.register_model(model_uri, name, tags=version_tags).version)
+    else:
+        run_id, version = existing.run_id, int(existing.version)
+        log.info(f"register: completing {name} version {version}, which an earlier attempt registered halfway")
+
+    candidate = Candidate(version, metrics["perplexity"], metrics["eval_set"], lineage["tokenizer.hash"])
+    decision = gate(
+        client,
+        name,
+        candidate,
+        config.registry,
+        lambda champion: registered_perplexity_on(name, champion, blocks_dir, config, objective),
+        log,
+    )
+    samples = sample_outputs(objective, components["model"], components["tokenizer"], config.card)
+    facts = CardFacts(name, version, objective, metrics, train_metrics, lineage, decision, samples, uri)
+    publish_card(client, name, version, run_id, render(facts, config), samples, decision)
+    log.info(
+        f"register: {name} version {version} (run {run_id}), perplexity {metrics['perplexity']:.2f}, "
+        f"alias {decision.alias or 'none'}: {decision.reason}"
+    )
+    return registration_record(client, config, objective, name, client.get_model_version(name, str(version)), metrics)
+
+
+def publish_card(
+    client: Any, name: str, version: int, run_id: str, card: str, samples: list[dict[str, Any]], decision: Decision
+) -> None:
+    """Card, samples, the alias and its reason; the completion tag goes last, so a crash here is completed on retry."""
+    client.log_text(run_id, card, "model_card.md")
+    client.log_dict(run_id, samples, "samples.json")
+    client.update_model_version(name, str(version), description=description_of(card))
+    client.set_model_version_tag(name, str(version), ALIAS_TAG, decision.alias or "none")
+    client.set_model_version_tag(name, str(version), REASON_TAG, decision.reason)
+    if decision.champion is not None:  # who it was compared with, on this version's evaluation set
+        champion = decision.champion
+        client.set_model_version_tag(name, str(version), "champion.version", str(champion.version))
+        client.set_model_version_tag(name, str(version), "champion.perplexity", f"{champion.perplexity:.4f}")
+        client.set_model_version_tag(
+            name, str(version), "champion.reevaluated", str(champion.own_set_perplexity is not None).lower()
+        )
+    if decision.alias is not None:
+        client.set_registered_model_alias(name, decision.alias, str(version))
+    client.set_model_version_tag(name, str(version), COMPLETE_TAG, "true")
+
+
+def registration_record(
+    client: Any, config: PipelineConfig, objective: Objective, name: str, version: Any, metrics: dict[str, Any]
+) -> dict[str, Any]:
+    """registration.json: what the flow reports and the Prefect artifacts link to."""
+    run = client.get_run(version.run_id)
+    ui = mlflow_ui_base(config.registry.ui_url, tracking_uri(config))
     return {
         "objective": objective,
         "model_name": name,
-        "version": int(version),
-        "run_id": run_id,
-        "tracking_uri": uri,
+        "version": int(version.version),
+        "alias": version.tags.get(ALIAS_TAG, "none"),
+        "alias_reason": version.tags.get(REASON_TAG, ""),
+        "run_id": version.run_id,
+        "experiment_id": run.info.experiment_id,
+        "tracking_uri": tracking_uri(config),
+        "run_url": f"{ui}/#/experiments/{run.info.experiment_id}/runs/{version.run_id}" if ui else None,
+        "version_url": f"{ui}/#/models/{name}/versions/{version.version}" if ui else None,
         "perplexity": metrics["perplexity"],
         "base_perplexity": metrics["base_perplexity"],
         "eval_set": metrics["eval_set"],
     }
-
-
-def _publish_to_prefect_ui(registration: dict[str, Any]) -> None:
-    key = re.sub(r"[^a-z0-9-]+", "-", f"registered-{registration['model_name']}".lower())
-    create_markdown_artifact(
-        key=key,
-        description=f"MLflow registration of {registration['model_name']}",
-        markdown=(
-            f"### {registration['model_name']} v{registration['version']}\n\n"
-            f"| perplexity | base perplexity | MLflow run | tracking URI |\n|---|---|---|---|\n"
-            f"| {registration['perplexity']:.2f} | {registration['base_perplexity']:.2f} | {registration['run_id']} "
-            f"| {registration['tracking_uri']} |\n"
-        ),
-    )
 
 
 # ---------------------------------------------------------------------------- task
@@ -216,8 +368,7 @@ def _publish_to_prefect_ui(registration: dict[str, Any]) -> None:
 
 def register_output_dir(model_dir: str, eval_dir: str, config: PipelineConfig, objective: Objective) -> Path:
     inputs = {
-        "model": Path(model_dir).name,
-        "eval": Path(eval_dir).name,
+        "key": registration_key(Path(model_dir), Path(eval_dir)),
         "name": registered_name(config, objective),
         "experiment": config.registry.experiment,
         "tracking_uri": tracking_uri(config),
@@ -226,7 +377,7 @@ def register_output_dir(model_dir: str, eval_dir: str, config: PipelineConfig, o
     return artifact_dir(config.artifacts.root, f"register-{objective}", inputs)
 
 
-# Retrying is safe: a version that was already created is found again by its fingerprint tag.
+# Retrying is safe: a version that was already created is found again by its key and completed.
 @task(
     name="register",
     retries=2,
@@ -235,19 +386,11 @@ def register_output_dir(model_dir: str, eval_dir: str, config: PipelineConfig, o
     **cached_stage(register_output_dir),
 )
 def register(model_dir: str, eval_dir: str, config: PipelineConfig, objective: Objective) -> str:
-    """Log to MLflow and register a model version; returns the directory holding registration.json."""
+    """Log to MLflow, register a version and give it an alias; returns the directory holding registration.json."""
     out = register_output_dir(model_dir, eval_dir, config, objective)
     if not is_complete(out):
         with building(out, "register", {"model": model_dir, "eval": eval_dir}) as scratch:
-            registration = register_model(
-                objective,
-                Path(model_dir),
-                Path(eval_dir),
-                config,
-                out.name,
-                str(runtime.flow_run.id or ""),
-                get_run_logger(),
-            )
+            registration = register_model(objective, Path(model_dir), Path(eval_dir), config, get_run_logger())
             (scratch / "registration.json").write_text(json.dumps(registration, indent=2))
-        _publish_to_prefect_ui(registration)
+        publish_registration(registration)
     return str(out)

@@ -170,7 +170,10 @@ def test_custom_run_started_from_the_prefect_ui_form_completes(stack):
             page.goto(f"{stack.mlflow_url}/#/models/ui-mlm/versions/1")
             expect(page.get_by_text("Version 1").first).to_be_visible(timeout=60_000)
             expect(page.get_by_text(flow_run_id).first).to_be_visible()  # the prefect.flow_run_id tag
-            page.screenshot(path=str(TEST_ARTIFACTS / "mlflow-ui-model-version.png"))
+            # The model card, rendered from the description: what a reviewer reads first.
+            expect(page.get_by_text("Sample outputs").first).to_be_visible(timeout=30_000)
+            expect(page.get_by_text("Alias: champion.").first).to_be_visible()
+            page.screenshot(path=str(TEST_ARTIFACTS / "mlflow-ui-model-version.png"), full_page=True)
         finally:
             browser.close()
 

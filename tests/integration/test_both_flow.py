@@ -164,5 +164,7 @@ def test_curves_review_table_and_predict_from_the_registry(workspace, capsys):
         == 0
     )
     generated = capsys.readouterr().out.strip().removeprefix("generated_text: ")
-    reference = pipeline("text-generation", model=trained["clm"])("Return the", max_new_tokens=8, do_sample=False)
+    reference = pipeline("text-generation", model=trained["clm"])(
+        "Return the", max_new_tokens=8, do_sample=False, add_special_tokens=False
+    )
     assert generated == reference[0]["generated_text"]

@@ -113,14 +113,15 @@ def test_summary_table_lists_each_registration_and_the_mlflow_command(tmp_path):
                 run_id="feedbeef",
                 perplexity=8.76,
                 base_perplexity=float("inf"),
+                alias="challenger",
             ),
         ]
     )
     lines = table.splitlines()
-    assert lines[0].split() == ["model", "version", "base", "perplexity", "perplexity", "MLflow", "run"]
+    assert lines[0].split() == ["model", "version", "alias", "base", "perplexity", "perplexity", "MLflow", "run"]
     assert set(lines[1].replace(" ", "")) == {"-"}
-    assert lines[2].split() == ["eli5-clm", "1", "1,234.50", "49.61", "0123456789abcdef"]
-    assert lines[3].split() == ["eli5-mlm", "12", "inf", "8.76", "feedbeef"]
+    assert lines[2].split() == ["eli5-clm", "1", "none", "1,234.50", "49.61", "0123456789abcdef"]
+    assert lines[3].split() == ["eli5-mlm", "12", "challenger", "inf", "8.76", "feedbeef"]
     assert "mlflow ui --backend-store-uri sqlite:////work/mlflow.db" in table
 
 

@@ -284,3 +284,36 @@ def test_flow_parameter_schema_is_the_typed_config_form():
     assert learning_rate["type"] == "number" and learning_rate["exclusiveMinimum"] == 0
     assert "learning rate" in learning_rate["description"].lower()
     assert schema["properties"]["config"]["$ref"].endswith("PipelineConfig")
+
+
+@pytest.mark.parametrize(
+    "override, expected",
+    [
+        (
+            'card.mlm_sentences=["no mask here"]',
+            "card.mlm_sentences = ['no mask here']: 'no mask here' must hold exactly one <mask>",
+        ),
+        ('card.mlm_sentences=["<mask> and <mask>"]', "must hold exactly one <mask>"),
+        ("registry.champion_margin=1", "registry.champion_margin = 1: Input should be less than 1"),
+        (
+            "registry.champion_margin=-0.1",
+            "registry.champion_margin = -0.1: Input should be greater than or equal to 0",
+        ),
+        (
+            "registry.on_other_eval_set=ignore",
+            "registry.on_other_eval_set = 'ignore': Input should be 'reevaluate' or 'refuse'",
+        ),
+        ("card.max_new_tokens=0", "card.max_new_tokens = 0: Input should be greater than or equal to 1"),
+    ],
+)
+def test_review_settings_are_validated_with_one_line_naming_the_field(override, expected):
+    message = config_error(override)
+    assert expected in message and "\n" not in message
+
+
+def test_review_settings_parse_from_the_command_line():
+    config = load_config(
+        overrides=['card.clm_prompts=["Once upon a time"]', "registry.promote=false", "registry.champion_margin=0.05"]
+    )
+    assert config.card.clm_prompts == ["Once upon a time"]
+    assert config.registry.promote is False and config.registry.champion_margin == 0.05
