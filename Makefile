@@ -40,7 +40,7 @@ lint: install
 	$(BIN)/ruff format --check .
 
 test: install lint
-	$(BIN)/python -m pytest -q -rs
+	$(BIN)/python -m pytest -q -rs --durations=12
 
 test-unit: install
 	$(BIN)/python -m pytest -q tests/unit

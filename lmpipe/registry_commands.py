@@ -63,7 +63,8 @@ def model_uri(name: str, version: int | None, alias: str | None, tracking_uri: s
 
     client = MlflowClient(tracking_uri)
     try:
-        return f"models:/{name}/{client.get_model_version_by_alias(name, 'champion').version}"
+        client.get_model_version_by_alias(name, "champion")
+        return f"models:/{name}@champion"
     except MlflowException:
         versions = [int(v.version) for v in client.search_model_versions(f"name = '{name}'")]
         if not versions:

@@ -215,8 +215,8 @@ def test_model_card_shows_the_mlm_top_3_fillings(history):
 def test_predict_through_the_champion_alias_matches_the_registered_model(history):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    uri = registry_commands.model_uri(CLM, None, "champion", history.uri)
-    assert uri == f"models:/{CLM}@champion"
+    uri = registry_commands.model_uri(CLM, None, None, history.uri)  # no version or alias given: the champion
+    assert uri == registry_commands.model_uri(CLM, None, "champion", history.uri) == f"models:/{CLM}@champion"
     predicted = registry_commands.predict(uri, "The json module", history.uri, max_new_tokens=12)
 
     # Independently: the champion's own training artifact, greedy decoding with plain transformers.
@@ -246,19 +246,25 @@ def _artifacts_of(history, label: str):
     return Path(manifest["model"]), Path(manifest["eval"])
 
 
+def register_failing_at(monkeypatch, owner, call: str, model_dir: Path, eval_dir: Path, config) -> None:
+    """One register attempt that dies at `owner.call`, as when the tracking server goes away there."""
+
+    def registry_went_away(*args, **kwargs):
+        raise ConnectionError("registry went away")
+
+    monkeypatch.setattr(owner, call, registry_went_away)
+    with pytest.raises(ConnectionError):
+        register_task.register_model("clm", model_dir, eval_dir, config)
+    monkeypatch.undo()
+
+
 def test_a_version_never_created_is_registered_from_the_logged_run_on_retry(history, monkeypatch):
     name = "halfway-unregistered"
     # Its own experiment: no earlier run holds these artifacts, so the first attempt logs one.
     config = history.config(f"registry.clm_model_name={name}", "registry.experiment=halfway")
     model_dir, eval_dir = _artifacts_of(history, "first")
 
-    def crash(*args, **kwargs):
-        raise ConnectionError("registry went away")
-
-    monkeypatch.setattr(mlflow, "register_model", crash)
-    with pytest.raises(ConnectionError):
-        register_task.register_model("clm", model_dir, eval_dir, config)
-    monkeypatch.undo()
+    register_failing_at(monkeypatch, mlflow, "register_model", model_dir, eval_dir, config)
     key = register_task.registration_key(model_dir, eval_dir)
     experiment = history.client.get_experiment_by_name(config.registry.experiment).experiment_id
     (logged,) = history.client.search_runs([experiment], f"tags.`{register_task.KEY_TAG}` = '{key}'")
@@ -276,13 +282,7 @@ def test_a_version_registered_halfway_is_completed_not_duplicated(history, monke
     config = history.config(f"registry.clm_model_name={name}")
     model_dir, eval_dir = _artifacts_of(history, "worse")
 
-    def crash(*args, **kwargs):
-        raise ConnectionError("registry went away")
-
-    monkeypatch.setattr(MlflowClient, "set_registered_model_alias", crash)
-    with pytest.raises(ConnectionError):
-        register_task.register_model("clm", model_dir, eval_dir, config)
-    monkeypatch.undo()
+    register_failing_at(monkeypatch, MlflowClient, "set_registered_model_alias", model_dir, eval_dir, config)
     (half,) = history.client.search_model_versions(f"name = '{name}'")
     assert register_task.COMPLETE_TAG not in half.tags
 

@@ -32,7 +32,10 @@ TRAIN = {"train_steps": 399, "train_loss": 5.5, "parameters": 1_100_000, "device
 
 
 def facts(objective="clm", samples=None, decision=None):
-    samples = samples or [{"prompt": "The json module", "generated_text": "The json module | encodes ``` things"}]
+    samples = samples or [
+        {"prompt": "The json module", "max_new_tokens": 24, "generated_text": "The json module | encodes ``` things"},
+        {"prompt": "A long prompt", "max_new_tokens": 16, "generated_text": "A long prompt cut short"},
+    ]
     decision = decision or Decision(
         "champion",
         "perplexity 225.23 beats champion v2's 240.00 by 6.2% (margin 1.0%)",
@@ -52,6 +55,8 @@ def test_the_card_answers_what_it_is_whether_it_is_better_and_how_to_use_it():
     assert 'load_model("models:/eli5-clm/3")' in card and "lmpipe predict eli5-clm" in card
     # A code fence inside a generation must not close the card's fence.
     assert "```text\nThe json module | encodes ''' things\n```" in card
+    # A generation capped by the model's positions says so, right above its text.
+    assert "*16 new tokens: what fits the model's positions.*\n\n```text\nA long prompt cut short\n```" in card
 
 
 def test_an_mlm_card_tables_the_top_fillings_with_escaped_cells():
