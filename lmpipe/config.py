@@ -146,6 +146,13 @@ class TrainConfig(_Section):
     )
     seed: int = Field(42, description="Seed of weight init, shuffling and masking.")
     logging_steps: int = Field(10, ge=1, description="Report progress (loss, tokens/s) every this many steps.")
+    checkpoint_steps: int | None = Field(
+        200,
+        ge=1,
+        description="Write a resumable checkpoint (model, optimizer, scheduler, RNG, trainer state) every this "
+        "many steps; a killed or pre-empted run resumes from the latest one. None: no checkpoints.",
+    )
+    checkpoints_kept: int = Field(2, ge=1, description="How many of the newest checkpoints to keep while training.")
 
 
 class EvalConfig(_Section):

@@ -7,9 +7,8 @@ tasks/train_clm.py and tasks/train_mlm.py; this is only the part that is truly t
 from __future__ import annotations
 
 import json
-import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,14 +17,18 @@ from transformers import (
     DataCollatorForLanguageModeling,
     PreTrainedModel,
     PreTrainedTokenizerBase,
-    Trainer,
+    TrainerCallback,
     TrainingArguments,
 )
 
+from lmpipe import checkpoints
 from lmpipe.config import ModelConfig, TrainConfig
 from lmpipe.devices import DevicePlan
 from lmpipe.models import count_parameters
 from lmpipe.training_process import ProgressCallback, emit, run_training_process
+
+# Train settings that change what we see or how a run recovers, never the trained weights.
+NOT_TRAINED_BY = {"logging_steps", "checkpoint_steps", "checkpoints_kept"}
 
 
 def training_arguments(train: TrainConfig, output_dir: Path, plan: DevicePlan) -> TrainingArguments:
@@ -44,7 +47,9 @@ def training_arguments(train: TrainConfig, output_dir: Path, plan: DevicePlan) -
         seed=train.seed,
         logging_steps=train.logging_steps,
         eval_strategy="no",  # evaluate is its own stage, with a token-weighted perplexity
-        save_strategy="no",
+        save_strategy="steps" if train.checkpoint_steps else "no",
+        save_steps=train.checkpoint_steps or 500,
+        save_total_limit=None,  # AtomicCheckpointTrainer keeps train.checkpoints_kept complete ones
         report_to=[],  # MLflow logging is the register stage's job
         disable_tqdm=True,  # progress goes to the Prefect log instead
         dataloader_num_workers=0,
@@ -61,22 +66,29 @@ def train_and_save(
     block_size: int,
     plan: DevicePlan,
     out_dir: Path,
+    checkpoint_dir: Path,
+    callbacks: Sequence[TrainerCallback] = (),
 ) -> dict[str, Any]:
-    """Train, then save model (safetensors) + tokenizer + metrics + the config that made them in out_dir."""
+    """Train (resuming from the latest complete checkpoint in checkpoint_dir, if any), then save
+    model (safetensors) + tokenizer + metrics + the config that made them in out_dir."""
     emit("model", parameters=count_parameters(model), train_blocks=len(train_blocks))
     tokens_per_step = train.batch_size * train.grad_accum * block_size
-    trainer = Trainer(
+    trainer = checkpoints.AtomicCheckpointTrainer(
         model=model,
-        args=training_arguments(train, out_dir / "trainer", plan),
+        args=training_arguments(train, checkpoint_dir, plan),
         train_dataset=train_blocks,
         data_collator=collator,
-        callbacks=[ProgressCallback(tokens_per_step)],
+        callbacks=[ProgressCallback(tokens_per_step), *callbacks],
+        checkpoints_kept=train.checkpoints_kept,
+        on_checkpoint=lambda path: emit("checkpoint", path=str(path), step=checkpoints.checkpoint_step(path)),
     )
+    resume_from = checkpoints.latest_complete(checkpoint_dir, warn=lambda message: emit("warning", message=message))
+    if resume_from is not None:
+        emit("resume", path=str(resume_from), step=checkpoints.checkpoint_step(resume_from))
     started = time.perf_counter()
-    result = trainer.train()
+    result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     trainer.save_model(str(out_dir))
     tokenizer.save_pretrained(str(out_dir))
-    shutil.rmtree(out_dir / "trainer", ignore_errors=True)
     metrics = {
         "train_loss": result.training_loss,
         "train_steps": result.global_step,
@@ -106,7 +118,9 @@ def train_and_save(
 # ---------------------------------------------------------------------------- the job a task hands its child
 
 
-def training_job(blocks_dir: str, tokenize_dir: str, model: ModelConfig, train: TrainConfig, block_size: int) -> dict:
+def training_job(
+    blocks_dir: str, tokenize_dir: str, model: ModelConfig, train: TrainConfig, block_size: int, checkpoint_dir: Path
+) -> dict:
     """Everything the training process needs, as JSON: what the task writes and the child reads."""
     return {
         "blocks_dir": blocks_dir,
@@ -114,7 +128,14 @@ def training_job(blocks_dir: str, tokenize_dir: str, model: ModelConfig, train: 
         "model": model.model_dump(),
         "train": train.model_dump(),
         "block_size": block_size,
+        "checkpoint_dir": str(checkpoint_dir),
     }
+
+
+def checkpoint_dir_for(artifacts_root: str, out_dir: Path) -> Path:
+    """Checkpoints of one training artifact, under the artifact root, beside (never inside) its scratch
+    directory: they must outlive a killed attempt, and only the pipeline ever writes there."""
+    return Path(artifacts_root).expanduser().resolve() / "checkpoints" / out_dir.parent.name / out_dir.name
 
 
 def train_in_child(module: str, label: str, job: dict[str, Any], out_dir: Path, log: Any) -> None:
@@ -133,4 +154,5 @@ def run_job(train: Callable[..., dict[str, Any]], job: dict[str, Any]) -> None:
         TrainConfig(**job["train"]),
         job["block_size"],
         Path(job["out_dir"]),
+        Path(job["checkpoint_dir"]),
     )

@@ -129,6 +129,12 @@ def _log_event(event: dict[str, Any], log: logging.Logger | logging.LoggerAdapte
         log.info(f"{label}: device {event['device']}")
     elif event["event"] == "model":
         log.info(f"{label}: model with {event['parameters']:,} parameters, {event['train_blocks']:,} training blocks")
+    elif event["event"] == "checkpoint":
+        log.info(f"{label}: checkpoint at step {event['step']}")
+    elif event["event"] == "resume":
+        log.warning(f"{label}: resuming from {Path(event['path']).name} (step {event['step']}), left by an earlier run")
+    elif event["event"] == "warning":
+        log.warning(f"{label}: {event['message']}")
     elif event["event"] == "done":
         log.info(
             f"{label}: done, train_loss {event['train_loss']:.4f}, {event['train_steps']} steps, "

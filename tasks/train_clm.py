@@ -7,6 +7,7 @@ tests call directly.
 
 from __future__ import annotations
 
+import shutil
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ from datasets import load_from_disk
 from prefect import get_run_logger, task
 from transformers import AutoTokenizer, DataCollatorForLanguageModeling
 
-from lmpipe import models, trainer_loop, training_process
+from lmpipe import checkpoints, models, trainer_loop, training_process
 from lmpipe.artifacts import artifact_dir, building, cached_stage, code_version, is_complete
 from lmpipe.config import ModelConfig, PipelineConfig, TrainConfig
 from lmpipe.devices import plan_device, use_planned_threads
@@ -23,7 +24,13 @@ from lmpipe.training_process import child_main, emit
 
 
 def train_causal_lm(
-    blocks_dir: Path, tokenizer_dir: Path, model_config: ModelConfig, train: TrainConfig, block_size: int, out_dir: Path
+    blocks_dir: Path,
+    tokenizer_dir: Path,
+    model_config: ModelConfig,
+    train: TrainConfig,
+    block_size: int,
+    out_dir: Path,
+    checkpoint_dir: Path,
 ) -> dict[str, Any]:
     """Train from the base model and save it (safetensors) with its tokenizer in out_dir."""
     plan = plan_device(train.precision)
@@ -38,7 +45,7 @@ def train_causal_lm(
     # mlm=False: labels are the inputs, shifted inside the model; padding is masked out.
     collator = DataCollatorForLanguageModeling(tokenizer=tokenizer, mlm=False)
     return trainer_loop.train_and_save(
-        model, tokenizer, blocks["train"], collator, model_config, train, block_size, plan, out_dir
+        model, tokenizer, blocks["train"], collator, model_config, train, block_size, plan, out_dir, checkpoint_dir
     )
 
 
@@ -50,9 +57,11 @@ def train_clm_output_dir(blocks_dir: str, tokenize_dir: str, config: PipelineCon
         "blocks": Path(blocks_dir).name,
         "tokenizer": Path(tokenize_dir).name,
         "model": config.model.clm.model_dump(),
-        # logging_steps changes what we see, not what is trained.
-        "train": config.train.model_dump(exclude={"logging_steps", "mlm_probability"}),
-        "code": code_version(__file__, models.__file__, training_process.__file__, trainer_loop.__file__),
+        # Logging and checkpointing change what we see and how we recover, not what is trained.
+        "train": config.train.model_dump(exclude=trainer_loop.NOT_TRAINED_BY | {"mlm_probability"}),
+        "code": code_version(
+            __file__, models.__file__, training_process.__file__, trainer_loop.__file__, checkpoints.__file__
+        ),
     }
     return artifact_dir(config.artifacts.root, "train-clm", inputs)
 
@@ -62,11 +71,13 @@ def train_clm(blocks_dir: str, tokenize_dir: str, config: PipelineConfig) -> str
     """Train the causal LM in a child process; returns the directory of the saved model."""
     out = train_clm_output_dir(blocks_dir, tokenize_dir, config)
     if not is_complete(out):
+        checkpoint_dir = trainer_loop.checkpoint_dir_for(config.artifacts.root, out)
         job = trainer_loop.training_job(
-            blocks_dir, tokenize_dir, config.model.clm, config.train, config.data.block_size
+            blocks_dir, tokenize_dir, config.model.clm, config.train, config.data.block_size, checkpoint_dir
         )
         with building(out, "train-clm", job) as scratch:
             trainer_loop.train_in_child("tasks.train_clm", "train-clm", job, scratch, get_run_logger())
+        shutil.rmtree(checkpoint_dir, ignore_errors=True)  # the trained model is published: nothing to resume
     return str(out)
 
 

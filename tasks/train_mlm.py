@@ -7,24 +7,32 @@ tests call directly.
 
 from __future__ import annotations
 
+import shutil
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 from datasets import load_from_disk
 from prefect import get_run_logger, task
-from transformers import AutoTokenizer, DataCollatorForLanguageModeling
+from transformers import AutoTokenizer
 
-from lmpipe import models, trainer_loop, training_process
+from lmpipe import checkpoints, masking, models, trainer_loop, training_process
 from lmpipe.artifacts import artifact_dir, building, cached_stage, code_version, is_complete
 from lmpipe.config import ModelConfig, PipelineConfig, TrainConfig
 from lmpipe.devices import plan_device, use_planned_threads
 from lmpipe.errors import PipelineInputError
+from lmpipe.masking import MaskingEpochCallback, ResumableMaskingCollator
 from lmpipe.training_process import child_main, emit
 
 
 def train_masked_lm(
-    blocks_dir: Path, tokenizer_dir: Path, model_config: ModelConfig, train: TrainConfig, block_size: int, out_dir: Path
+    blocks_dir: Path,
+    tokenizer_dir: Path,
+    model_config: ModelConfig,
+    train: TrainConfig,
+    block_size: int,
+    out_dir: Path,
+    checkpoint_dir: Path,
 ) -> dict[str, Any]:
     """Train from the base model and save it (safetensors) with its tokenizer in out_dir."""
     plan = plan_device(train.precision)
@@ -36,12 +44,21 @@ def train_masked_lm(
     blocks = load_from_disk(str(blocks_dir / "dataset"))
     model = models.build_base_model("mlm", model_config, tokenizer, train.seed, block_size)
 
-    # Masks a fresh mlm_probability share of tokens every batch; labels are -100 elsewhere.
-    collator = DataCollatorForLanguageModeling(
-        tokenizer=tokenizer, mlm_probability=train.mlm_probability, seed=train.seed
-    )
+    # Masks a fresh mlm_probability share of tokens every epoch; labels are -100 elsewhere. Masks depend
+    # on (seed, epoch, block) only, so a resumed run masks exactly as an uninterrupted one.
+    collator = ResumableMaskingCollator(tokenizer, train.mlm_probability, train.seed)
     return trainer_loop.train_and_save(
-        model, tokenizer, blocks["train"], collator, model_config, train, block_size, plan, out_dir
+        model,
+        tokenizer,
+        blocks["train"],
+        collator,
+        model_config,
+        train,
+        block_size,
+        plan,
+        out_dir,
+        checkpoint_dir,
+        callbacks=[MaskingEpochCallback(collator)],
     )
 
 
@@ -54,8 +71,15 @@ def train_mlm_output_dir(blocks_dir: str, tokenize_dir: str, config: PipelineCon
         "tokenizer": Path(tokenize_dir).name,
         "model": config.model.mlm.model_dump(),
         # logging_steps changes what we see, not what is trained.
-        "train": config.train.model_dump(exclude={"logging_steps"}),
-        "code": code_version(__file__, models.__file__, training_process.__file__, trainer_loop.__file__),
+        "train": config.train.model_dump(exclude=trainer_loop.NOT_TRAINED_BY),
+        "code": code_version(
+            __file__,
+            models.__file__,
+            training_process.__file__,
+            trainer_loop.__file__,
+            checkpoints.__file__,
+            masking.__file__,
+        ),
     }
     return artifact_dir(config.artifacts.root, "train-mlm", inputs)
 
@@ -65,11 +89,13 @@ def train_mlm(blocks_dir: str, tokenize_dir: str, config: PipelineConfig) -> str
     """Train the masked LM in a child process; returns the directory of the saved model."""
     out = train_mlm_output_dir(blocks_dir, tokenize_dir, config)
     if not is_complete(out):
+        checkpoint_dir = trainer_loop.checkpoint_dir_for(config.artifacts.root, out)
         job = trainer_loop.training_job(
-            blocks_dir, tokenize_dir, config.model.mlm, config.train, config.data.block_size
+            blocks_dir, tokenize_dir, config.model.mlm, config.train, config.data.block_size, checkpoint_dir
         )
         with building(out, "train-mlm", job) as scratch:
             trainer_loop.train_in_child("tasks.train_mlm", "train-mlm", job, scratch, get_run_logger())
+        shutil.rmtree(checkpoint_dir, ignore_errors=True)  # the trained model is published: nothing to resume
     return str(out)
 
 

@@ -53,7 +53,9 @@ def test_progress_is_relayed_to_the_log(fake_trainer, log, caplog, tmp_path):
         print("a plain warning line")
         emit("begin", max_steps=job["train"]["max_steps"])
         emit("step", step=4, max_steps=8, loss=2.5, learning_rate=0.001, tokens_per_s=12345)
-        emit("checkpoint", block_size=job["block_size"])
+        emit("custom", block_size=job["block_size"])
+        emit("checkpoint", path="/a/checkpoint-4", step=4)
+        emit("resume", path="/a/checkpoint-4", step=4)
         emit("done", train_loss=2.0, train_steps=8, train_tokens=1024, train_runtime_s=1.5, parameters=10,
              device="cpu")
     """,
@@ -64,7 +66,9 @@ def test_progress_is_relayed_to_the_log(fake_trainer, log, caplog, tmp_path):
     info = messages(caplog, logging.INFO)
     assert f"{LABEL}: training for 8 steps" in info
     assert f"{LABEL}: step 4/8 loss 2.5000 12,345 tokens/s" in info
-    assert any(m.startswith(f"{LABEL}: ") and "'checkpoint'" in m and "'block_size': 32" in m for m in info)
+    assert any(m.startswith(f"{LABEL}: ") and "'custom'" in m and "'block_size': 32" in m for m in info)
+    assert f"{LABEL}: checkpoint at step 4" in info
+    assert f"{LABEL}: resuming from checkpoint-4 (step 4), left by an earlier run" in messages(caplog, logging.WARNING)
     assert any(m.startswith(f"{LABEL}: ") and "done" in m for m in info)
     assert f"{LABEL}: a plain warning line" in messages(caplog, logging.DEBUG)
     assert not any(PROGRESS_PREFIX in m for m in info)  # events are rendered, not echoed raw

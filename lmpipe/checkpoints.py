@@ -1,0 +1,123 @@
+"""Resumable training checkpoints: written atomically, verified before use, bounded in number.
+
+The Hugging Face Trainer writes a checkpoint (model, optimizer, scheduler, RNG and trainer
+state) straight into `checkpoint-N`, so a kill mid-write leaves a directory that looks usable.
+Here it writes into a staging directory, a manifest of every file's size and sha256 is added
+last, and only then is it renamed to `checkpoint-N`. On resume, a checkpoint whose manifest is
+missing or whose files do not match it is skipped with a warning.
+
+Checkpoints live under the artifact root, keyed like the training artifact, and resuming
+only ever reads from there: never a user-supplied path.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+from transformers import Trainer
+
+from lmpipe.artifacts import file_digest
+
+CHECKPOINT_MANIFEST = "lmpipe-checkpoint.json"
+_CHECKPOINT_NAME = re.compile(r"^checkpoint-(\d+)$")
+_STAGING = ".staging"
+
+_log = logging.getLogger(__name__)
+
+
+def checkpoint_step(path: Path) -> int | None:
+    match = _CHECKPOINT_NAME.match(path.name)
+    return int(match.group(1)) if match else None
+
+
+def write_manifest(checkpoint: Path) -> None:
+    files = {
+        str(f.relative_to(checkpoint)): {"bytes": f.stat().st_size, "sha256": file_digest(f)}
+        for f in sorted(checkpoint.rglob("*"))
+        if f.is_file()
+    }
+    (checkpoint / CHECKPOINT_MANIFEST).write_text(json.dumps({"files": files}, indent=1))
+
+
+def verify(checkpoint: Path) -> str | None:
+    """None when every file the manifest lists is there, whole and unchanged; else what is wrong."""
+    manifest = checkpoint / CHECKPOINT_MANIFEST
+    if not manifest.is_file():
+        return "no manifest (written partially?)"
+    try:
+        files = json.loads(manifest.read_text())["files"]
+    except (ValueError, KeyError) as error:
+        return f"unreadable manifest ({error})"
+    for name, expected in files.items():
+        path = checkpoint / name
+        if not path.is_file():
+            return f"{name} is missing"
+        if path.stat().st_size != expected["bytes"]:
+            return f"{name} has {path.stat().st_size} bytes, expected {expected['bytes']}"
+        if file_digest(path) != expected["sha256"]:
+            return f"{name} does not match its checksum"
+    return None
+
+
+def latest_complete(run_dir: Path, warn: Callable[[str], None] = _log.warning) -> Path | None:
+    """The newest checkpoint that verifies; each newer one that does not is reported and skipped."""
+    if not run_dir.is_dir():
+        return None
+    candidates = sorted(
+        (p for p in run_dir.iterdir() if p.is_dir() and checkpoint_step(p) is not None),
+        key=checkpoint_step,
+        reverse=True,
+    )
+    for checkpoint in candidates:
+        problem = verify(checkpoint)
+        if problem is None:
+            return checkpoint
+        warn(f"skipping checkpoint {checkpoint.name}: {problem}")
+    return None
+
+
+def rotate(run_dir: Path, keep: int) -> None:
+    """Keep the `keep` newest complete checkpoints; older ones and leftovers of any kind go."""
+    complete = sorted(
+        (p for p in run_dir.iterdir() if checkpoint_step(p) is not None and (p / CHECKPOINT_MANIFEST).is_file()),
+        key=checkpoint_step,
+    )
+    for old in complete[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+class AtomicCheckpointTrainer(Trainer):
+    """A Trainer whose checkpoints appear all at once, with a manifest, or not at all."""
+
+    def __init__(self, *args, checkpoints_kept: int = 2, on_checkpoint: Callable[[Path], None] | None = None, **kw):
+        super().__init__(*args, **kw)
+        self._checkpoints_kept = checkpoints_kept
+        self._on_checkpoint = on_checkpoint
+        self._staging_save = False
+
+    def _get_output_dir(self, trial):
+        run_dir = super()._get_output_dir(trial)
+        return str(Path(run_dir) / _STAGING) if self._staging_save else run_dir
+
+    def _save_checkpoint(self, model, trial) -> None:
+        run_dir = Path(super()._get_output_dir(trial))
+        final = run_dir / f"checkpoint-{self.state.global_step}"
+        shutil.rmtree(run_dir / _STAGING, ignore_errors=True)  # a save killed midway
+        self._staging_save = True
+        try:
+            super()._save_checkpoint(model, trial)  # writes run_dir/.staging/checkpoint-N
+        finally:
+            self._staging_save = False
+        staged = run_dir / _STAGING / final.name
+        write_manifest(staged)  # last: a checkpoint without it was never finished
+        shutil.rmtree(final, ignore_errors=True)  # a stale one of the same step, from an earlier attempt
+        staged.rename(final)
+        shutil.rmtree(run_dir / _STAGING, ignore_errors=True)
+        rotate(run_dir, self._checkpoints_kept)
+        if self._on_checkpoint is not None:
+            self._on_checkpoint(final)

@@ -1,0 +1,179 @@
+"""Crash and resume: a real training process is SIGKILLed after a checkpoint, re-run, and must end
+exactly where an uninterrupted run of the same seed ends."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from pipeline_probe import PROJECT_ROOT, registered_versions, tiny_config
+from prefect import flow
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+from safetensors.torch import load_file
+
+from flows.clm import clm_flow
+from lmpipe import trainer_loop
+from lmpipe.training_process import PROGRESS_PREFIX
+from tasks.download import download
+from tasks.flatten import flatten
+from tasks.group import group
+from tasks.tokenize_texts import tokenize
+
+pytestmark = pytest.mark.integration
+
+MAX_STEPS, EVERY = 30, 5
+
+
+@flow
+def prepare(config, objective: str) -> tuple[str, str]:
+    tokens = tokenize(flatten(download(config), config), config, objective)
+    return group(tokens, config, objective), tokens
+
+
+def job_for(workspace: Path, objective: str, name: str) -> tuple[dict, Path]:
+    config = tiny_config(
+        workspace,
+        f"train.max_steps={MAX_STEPS}",
+        f"train.checkpoint_steps={EVERY}",
+        "train.checkpoints_kept=2",
+        "train.logging_steps=1",
+        f"model.{objective}.hidden_size=64",
+    )
+    blocks, tokens = prepare(config, objective)
+    out_dir = workspace / name / "model"
+    out_dir.mkdir(parents=True)
+    model = getattr(config.model, objective)
+    job = trainer_loop.training_job(
+        blocks, tokens, model, config.train, config.data.block_size, workspace / name / "checkpoints"
+    )
+    job_file = workspace / name / "job.json"
+    job_file.write_text(json.dumps({**job, "out_dir": str(out_dir)}))
+    return job, job_file
+
+
+def start(objective: str, job_file: Path) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT), "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen(
+        [sys.executable, "-m", f"tasks.train_{objective}", str(job_file)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+        cwd=PROJECT_ROOT,
+    )
+
+
+def events(lines: list[str]) -> list[dict]:
+    return [json.loads(line[len(PROGRESS_PREFIX) :]) for line in lines if line.startswith(PROGRESS_PREFIX)]
+
+
+def run_to_end(objective: str, job_file: Path) -> list[str]:
+    process = start(objective, job_file)
+    output, _ = process.communicate(timeout=300)
+    assert process.returncode == 0, output[-3000:]
+    return output.splitlines()
+
+
+def run_and_kill(objective: str, job_file: Path, kill_at: int) -> int:
+    """SIGKILL the training process once it reports step `kill_at` (after a checkpoint); the step it reached."""
+    process = start(objective, job_file)
+    reached, checkpointed = 0, False
+    assert process.stdout is not None
+    for line in process.stdout:
+        if not line.startswith(PROGRESS_PREFIX):
+            continue
+        event = json.loads(line[len(PROGRESS_PREFIX) :])
+        checkpointed |= event["event"] == "checkpoint"
+        if event["event"] == "step":
+            reached = event["step"]
+            if checkpointed and reached >= kill_at:
+                os.kill(process.pid, signal.SIGKILL)
+                break
+    process.wait(timeout=60)
+    assert process.returncode == -signal.SIGKILL, "the process must die by SIGKILL mid-run, not finish"
+    return reached
+
+
+@pytest.mark.parametrize("objective", ["clm", "mlm"])
+def test_a_killed_training_resumes_to_the_same_weights_step_and_loss(workspace, objective):
+    _, reference_job = job_for(workspace, objective, "uninterrupted")
+    run_to_end(objective, reference_job)
+
+    _, job_file = job_for(workspace, objective, "killed")
+    kill_at = random.Random().randint(EVERY + 1, MAX_STEPS - EVERY)  # any step after the first checkpoint
+    reached = run_and_kill(objective, job_file, kill_at)
+    checkpoint_dir = workspace / "killed" / "checkpoints"
+    kept = sorted(p.name for p in checkpoint_dir.iterdir() if p.name.startswith("checkpoint-"))
+    assert 1 <= len(kept) <= 2, kept  # bounded by checkpoints_kept
+    # A checkpoint directory the pipeline never finished (no manifest) must be skipped, not trusted.
+    (checkpoint_dir / f"checkpoint-{MAX_STEPS - 1}").mkdir()
+
+    lines = run_to_end(objective, job_file)
+    resumed = [e for e in events(lines) if e["event"] == "resume"]
+    assert len(resumed) == 1 and resumed[0]["step"] % EVERY == 0 and resumed[0]["step"] <= reached
+    warnings = [e["message"] for e in events(lines) if e["event"] == "warning"]
+    assert f"skipping checkpoint checkpoint-{MAX_STEPS - 1}: no manifest (written partially?)" in warnings
+
+    finished, reference = workspace / "killed" / "model", workspace / "uninterrupted" / "model"
+    assert json.loads((finished / "train_metrics.json").read_text())["train_steps"] == MAX_STEPS
+    history = json.loads((finished / "train_history.json").read_text())
+    reference_history = json.loads((reference / "train_history.json").read_text())
+    assert [h["step"] for h in history] == list(range(1, MAX_STEPS + 1))
+    assert history[-1]["loss"] == pytest.approx(reference_history[-1]["loss"], abs=1e-5)
+    weights, reference_weights = load_file(finished / "model.safetensors"), load_file(reference / "model.safetensors")
+    assert weights.keys() == reference_weights.keys()
+    for name, tensor in weights.items():
+        torch.testing.assert_close(tensor, reference_weights[name], rtol=1e-5, atol=1e-6, msg=name)
+
+
+def kill_training_after_first_checkpoint(checkpoints_root: Path, stop: threading.Event) -> None:
+    """SIGKILL the `python -m tasks.train_clm` process once it has written a checkpoint."""
+    while not stop.is_set():
+        if any(checkpoints_root.glob("train-clm/*/checkpoint-*")):
+            pids = subprocess.run(["pgrep", "-f", "python -m tasks[.]train_clm"], capture_output=True, text=True).stdout
+            for pid in pids.split():
+                os.kill(int(pid), signal.SIGKILL)
+            return
+        time.sleep(0.02)
+
+
+def test_a_new_flow_run_after_a_killed_one_resumes_from_its_checkpoint(workspace):
+    config = tiny_config(
+        workspace,
+        "train.max_steps=400",
+        "train.checkpoint_steps=10",
+        "train.logging_steps=50",
+        "model.clm.hidden_size=64",
+    )
+    stop = threading.Event()
+    killer = threading.Thread(
+        target=kill_training_after_first_checkpoint, args=(workspace / "artifacts" / "checkpoints", stop)
+    )
+    killer.start()
+    try:
+        killed = clm_flow(config, return_state=True)
+    finally:
+        stop.set()
+        killer.join()
+    assert killed.is_failed() and "training process failed (killed" in killed.message, killed.message
+    assert registered_versions(config.registry.tracking_uri) == {}, "a failed run registers nothing"
+
+    again = clm_flow(config, return_state=True)
+    assert again.is_completed(), again.message
+    with get_client(sync_client=True) as client:
+        logs = client.read_logs(
+            log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[again.state_details.flow_run_id]))
+        )
+    assert any("train-clm: resuming from checkpoint-" in log.message for log in logs), [log.message for log in logs]
+    assert registered_versions(config.registry.tracking_uri) == {"eli5-clm": [1]}
+    assert list((workspace / "artifacts" / "checkpoints").glob("train-clm/*")) == [], "checkpoints go once published"
