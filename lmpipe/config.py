@@ -159,6 +159,12 @@ class EvalConfig(_Section):
     batch_size: int = Field(32, ge=1, description="Blocks per evaluation batch.")
     mlm_seed: int = Field(1234, description="Seed of the MLM evaluation masking, so one model always gets one number.")
     max_blocks: int | None = Field(None, ge=1, description="Evaluate on at most this many test blocks (None: all).")
+    max_ratio_to_base: float = Field(
+        1.0,
+        gt=0,
+        description="Block registration when the trained perplexity exceeds the base model's times this "
+        "factor (1.0: a model worse than where it started is never handed to review).",
+    )
 
 
 # ---------------------------------------------------------------------------- registry / artifacts

@@ -7,6 +7,7 @@ tasks/train_clm.py and tasks/train_mlm.py; this is only the part that is truly t
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -24,8 +25,23 @@ from transformers import (
 from lmpipe import checkpoints
 from lmpipe.config import ModelConfig, TrainConfig
 from lmpipe.devices import DevicePlan
+from lmpipe.errors import PipelineInputError
 from lmpipe.models import count_parameters
 from lmpipe.training_process import ProgressCallback, emit, run_training_process
+
+
+class LossGuard(TrainerCallback):
+    """Stops a diverged run at the first logging step whose loss is NaN or infinite (so within
+    train.logging_steps steps), with an error that is not retried and registers nothing."""
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(loss):
+            raise PipelineInputError(
+                f"training diverged: loss is {loss} at step {state.global_step}; nothing is registered "
+                f"(lower train.learning_rate={args.learning_rate:g}?)"
+            )
+
 
 # Train settings that change what we see or how a run recovers, never the trained weights.
 NOT_TRAINED_BY = {"logging_steps", "checkpoint_steps", "checkpoints_kept"}
@@ -46,6 +62,8 @@ def training_arguments(train: TrainConfig, output_dir: Path, plan: DevicePlan) -
         use_cpu=plan.device != "cuda",
         seed=train.seed,
         logging_steps=train.logging_steps,
+        # The default filter replaces a NaN or inf step loss by the running mean: LossGuard must see it.
+        logging_nan_inf_filter=False,
         eval_strategy="no",  # evaluate is its own stage, with a token-weighted perplexity
         save_strategy="steps" if train.checkpoint_steps else "no",
         save_steps=train.checkpoint_steps or 500,
@@ -78,7 +96,7 @@ def train_and_save(
         args=training_arguments(train, checkpoint_dir, plan),
         train_dataset=train_blocks,
         data_collator=collator,
-        callbacks=[ProgressCallback(tokens_per_step), *callbacks],
+        callbacks=[ProgressCallback(tokens_per_step), LossGuard(), *callbacks],
         checkpoints_kept=train.checkpoints_kept,
         on_checkpoint=lambda path: emit("checkpoint", path=str(path), step=checkpoints.checkpoint_step(path)),
     )

@@ -150,6 +150,13 @@ def evaluate_models(
             f"evaluate: {objective} perplexity is {metrics['perplexity']} (eval loss {trained_loss}); training "
             "diverged, so nothing is registered (lower train.learning_rate?)"
         )
+    limit = metrics["base_perplexity"] * config.eval.max_ratio_to_base
+    if metrics["perplexity"] > limit:
+        raise PipelineInputError(
+            f"evaluate: {objective} perplexity {metrics['perplexity']:.2f} is worse than the base model's "
+            f"{metrics['base_perplexity']:.2f} x eval.max_ratio_to_base={config.eval.max_ratio_to_base:g}, so nothing "
+            "is registered (check train.learning_rate and the data)"
+        )
     log.info(
         f"evaluate {objective}: perplexity {metrics['perplexity']:.2f} (base {metrics['base_perplexity']:.2f}) "
         f"over {tokens} tokens in {len(test)} test blocks"

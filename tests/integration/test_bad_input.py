@@ -111,3 +111,39 @@ def test_changed_local_file_contents_rerun_everything(workspace):
     states = task_states(changed.state_details.flow_run_id)
     assert {name: set(s) for name, s in states.items()} == {name: {"Completed"} for name in states}
     assert registered_versions(config.registry.tracking_uri) == {"eli5-clm": [1, 2]}
+
+
+def test_a_diverging_loss_stops_training_with_a_clear_error(workspace):
+    # A huge learning rate with no warm-up: the loss goes NaN/inf within a few steps.
+    config = tiny_config(
+        workspace,
+        "train.learning_rate=1e6",
+        "train.warmup_ratio=0",
+        "train.max_steps=200",
+        "train.logging_steps=2",
+        "train.checkpoint_steps=null",
+    )
+    state = clm_flow(config, return_state=True)
+    assert state.is_failed()
+    error = state.result(raise_on_failure=False)
+    assert isinstance(error, PipelineInputError), error
+    message = str(error)
+    assert message.startswith("training diverged: loss is ") and "lower train.learning_rate=1e+06?" in message, message
+    step = int(message.split(" at step ")[1].split(";")[0])
+    assert step < 200, "the guard must stop training long before max_steps"
+    states = task_states(state.state_details.flow_run_id)
+    assert states["train-clm"] == ["Failed"], "a diverged run is not retried"
+    assert "evaluate" not in states and "register" not in states
+    assert_nothing_left_behind(workspace, config)
+
+
+def test_a_model_worse_than_its_base_is_not_registered(workspace):
+    # Any real training of the tiny model beats its base, but not by half: a factor of 0.5 blocks it.
+    config = tiny_config(workspace, "eval.max_ratio_to_base=0.5")
+    state = clm_flow(config, return_state=True)
+    assert state.is_failed()
+    error = state.result(raise_on_failure=False)
+    assert isinstance(error, PipelineInputError)
+    assert "is worse than the base model's" in str(error) and "eval.max_ratio_to_base=0.5" in str(error)
+    assert "\n" not in str(error)
+    assert_nothing_left_behind(workspace, config)
