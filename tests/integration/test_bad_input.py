@@ -147,3 +147,10 @@ def test_a_model_worse_than_its_base_is_not_registered(workspace):
     assert "is worse than the base model's" in str(error) and "eval.max_ratio_to_base=0.5" in str(error)
     assert "\n" not in str(error)
     assert_nothing_left_behind(workspace, config)
+
+    # Evaluate failed after training succeeded: the re-run reuses the trained model, trains nothing.
+    again = clm_flow(tiny_config(workspace), return_state=True)
+    assert again.is_completed(), again.message
+    states = task_states(again.state_details.flow_run_id)
+    assert states["train-clm"] == ["Cached"] and states["evaluate"] == ["Completed"], states
+    assert registered_versions(config.registry.tracking_uri) == {"eli5-clm": [1]}
