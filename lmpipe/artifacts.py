@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import shutil
 import sys
 import uuid
@@ -24,6 +25,8 @@ from pathlib import Path
 from typing import Any
 
 MANIFEST = "artifact.json"
+
+_log = logging.getLogger(__name__)
 
 # Library versions that change what a stage produces; part of every stage's code version.
 _OUTPUT_SHAPING_LIBRARIES = ("datasets", "tokenizers", "transformers", "torch")
@@ -64,8 +67,41 @@ def artifact_dir(root: str | Path, stage: str, inputs: dict[str, Any]) -> Path:
 
 
 def is_complete(directory: Path) -> bool:
-    """An artifact is complete once its manifest exists: it is written last, then the dir is renamed."""
-    return (directory / MANIFEST).is_file()
+    """Published, whole and unchanged: the manifest (written last) lists every file with its size
+    and sha256, and each file still matches. A truncated or corrupted artifact is not complete,
+    so its stage runs again rather than hand on wrong data."""
+    problem = problem_with(directory)
+    if problem is not None and directory.exists():
+        _log.warning(f"artifact {directory} is not usable ({problem}); it will be rebuilt")
+    return problem is None
+
+
+def problem_with(directory: Path) -> str | None:
+    """None for a complete artifact; else what is wrong with it, in a few words."""
+    manifest = directory / MANIFEST
+    if not manifest.is_file():
+        return "missing" if not directory.exists() else "no manifest"
+    try:
+        files = json.loads(manifest.read_text())["files"]
+    except (ValueError, KeyError, TypeError):
+        return "manifest unreadable or without checksums"
+    for name, expected in files.items():
+        path = directory / name
+        if not path.is_file():
+            return f"{name} is missing"
+        if path.stat().st_size != expected["bytes"]:
+            return f"{name} has {path.stat().st_size} bytes, expected {expected['bytes']}"
+        if file_digest(path) != expected["sha256"]:  # O(size): read once per check, never trusted from memory
+            return f"{name} does not match its checksum"
+    return None
+
+
+def file_table(directory: Path) -> dict[str, dict[str, Any]]:
+    return {
+        str(f.relative_to(directory)): {"bytes": f.stat().st_size, "sha256": file_digest(f)}
+        for f in sorted(directory.rglob("*"))
+        if f.is_file() and f.name != MANIFEST
+    }
 
 
 def read_manifest(directory: str | Path) -> dict[str, Any]:
@@ -77,18 +113,23 @@ def building(final_dir: Path, stage: str, inputs: dict[str, Any]) -> Iterator[Pa
     """Yield a scratch directory; on success publish it atomically as `final_dir`.
 
     On any error the scratch directory is removed, so nothing half-written is ever visible
-    under the final name.
+    under the final name. The manifest, with every file's size and checksum, is written last.
     """
     final_dir.parent.mkdir(parents=True, exist_ok=True)
     scratch = final_dir.parent / f".{final_dir.name}.building-{uuid.uuid4().hex[:8]}"
     scratch.mkdir()
     try:
         yield scratch
-        (scratch / MANIFEST).write_text(json.dumps({"stage": stage, "inputs": inputs}, indent=2, default=str))
-        if final_dir.exists():  # a concurrent or earlier run finished first: keep its result
+        manifest = {"stage": stage, "inputs": inputs, "files": file_table(scratch)}
+        (scratch / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str))
+        if final_dir.exists() and is_complete(final_dir):  # a concurrent run finished first: keep its result
             shutil.rmtree(scratch)
-        else:
-            scratch.rename(final_dir)
+            return
+        if final_dir.exists():  # truncated or corrupt: move it aside (atomic), then publish ours
+            discarded = final_dir.parent / f".{final_dir.name}.discarded-{uuid.uuid4().hex[:8]}"
+            final_dir.rename(discarded)
+            shutil.rmtree(discarded, ignore_errors=True)
+        scratch.rename(final_dir)
     except BaseException:
         shutil.rmtree(scratch, ignore_errors=True)
         raise

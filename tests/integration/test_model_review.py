@@ -6,7 +6,6 @@ One registry history is built once per module by real flow runs of the tiny conf
     v2  2 steps                         -> challenger (worse)
     v3  40 steps                        -> champion (better)
     v4  8 steps, another eval set       -> the champion v3 is re-evaluated on it; v4 is challenger
-    v5  6 steps, another set, 'refuse'  -> challenger, nothing compared
 
 Each test then checks one claim of the review contract against that registry, loading models
 independently of the pipeline's own code where it compares outputs.
@@ -94,7 +93,6 @@ def history(tmp_path_factory):
         history.run("worse", clm_flow, "train.max_steps=2")
         history.run("better", clm_flow, "train.max_steps=40")
         history.run("other_set", clm_flow, "train.max_steps=8", "eval.max_blocks=16")
-        history.run("refused", clm_flow, "train.max_steps=6", "eval.max_blocks=24", "registry.on_other_eval_set=refuse")
         history.run("mlm", mlm_flow)
         yield history
     finally:
@@ -144,11 +142,16 @@ def test_another_eval_set_reevaluates_the_champion_before_comparing(history):
 
 
 def test_refuse_mode_never_compares_numbers_from_different_sets(history):
-    refused = history.registrations["refused"]
-    version = history.version(refused["version"])
+    name = "refuse-check"
+    first = history.config(f"registry.clm_model_name={name}")
+    assert register_task.register_model("clm", *_artifacts_of(history, "first"), first)["alias"] == "champion"
+    refusing = history.config(f"registry.clm_model_name={name}", "registry.on_other_eval_set=refuse")
+    refused = register_task.register_model("clm", *_artifacts_of(history, "other_set"), refusing)
+    version = history.client.get_model_version(name, str(refused["version"]))
     assert refused["alias"] == "challenger"
     assert "never compared" in version.description and "registry.on_other_eval_set=refuse" in version.description
     assert "champion.perplexity" not in version.tags  # nothing was compared
+    assert history.client.get_model_version_by_alias(name, "champion").version == "1"
 
 
 def test_every_version_carries_its_lineage_and_the_run_its_inputs_and_curves(history):

@@ -20,6 +20,7 @@ from lmpipe.artifacts import (
     fingerprint,
     forget_cached_result,
     is_complete,
+    problem_with,
     read_manifest,
 )
 
@@ -103,7 +104,11 @@ def test_building_publishes_the_scratch_dir_with_a_manifest(tmp_path):
         (scratch / "out.txt").write_text("result")
     assert (final / "out.txt").read_text() == "result"
     assert is_complete(final)
-    assert read_manifest(final) == {"stage": "stage", "inputs": {"upstream": "u", "n": 1}}
+    assert read_manifest(final) == {
+        "stage": "stage",
+        "inputs": {"upstream": "u", "n": 1},
+        "files": {"out.txt": {"bytes": 6, "sha256": hashlib.sha256(b"result").hexdigest()}},
+    }
     assert sorted(p.name for p in final.parent.iterdir()) == ["key"]  # no scratch left behind
 
 
@@ -142,7 +147,40 @@ def test_a_directory_without_manifest_is_not_complete(tmp_path):
     assert not is_complete(tmp_path / "half")
     assert not is_complete(tmp_path / "missing")
     (tmp_path / "half" / MANIFEST).write_text(json.dumps({"stage": "s", "inputs": {}}))
+    assert not is_complete(tmp_path / "half"), "a manifest without checksums cannot vouch for the files"
+    (tmp_path / "half" / MANIFEST).write_text(json.dumps({"stage": "s", "inputs": {}, "files": {}}))
     assert is_complete(tmp_path / "half")
+
+
+def published(tmp_path: Path, content: bytes = b"0123456789") -> Path:
+    final = tmp_path / "stage" / "key"
+    with building(final, "stage", {}) as scratch:
+        (scratch / "data").mkdir()
+        (scratch / "data" / "part.arrow").write_bytes(content)
+    return final
+
+
+def test_a_truncated_or_corrupted_artifact_is_not_complete(tmp_path):
+    final = published(tmp_path)
+    assert problem_with(final) is None
+    (final / "data" / "part.arrow").write_bytes(b"01234")
+    assert problem_with(final) == "data/part.arrow has 5 bytes, expected 10"
+    (final / "data" / "part.arrow").write_bytes(b"0123456780")  # same size, one byte changed
+    assert problem_with(final) == "data/part.arrow does not match its checksum"
+    (final / "data" / "part.arrow").unlink()
+    assert problem_with(final) == "data/part.arrow is missing"
+    assert not is_complete(final)
+
+
+def test_rebuilding_replaces_a_corrupt_artifact_but_keeps_a_good_one(tmp_path):
+    final = published(tmp_path)
+    (final / "data" / "part.arrow").write_bytes(b"garbage")
+    rebuilt = published(tmp_path, b"0123456789")
+    assert rebuilt == final and is_complete(final)
+    assert (final / "data" / "part.arrow").read_bytes() == b"0123456789"
+    published(tmp_path, b"another result")  # a concurrent build finishing second
+    assert (final / "data" / "part.arrow").read_bytes() == b"0123456789", "the complete one stays"
+    assert sorted(p.name for p in final.parent.iterdir()) == ["key"]  # nothing discarded is left
 
 
 # ---------------------------------------------------------------------------- Prefect cache options
