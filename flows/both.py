@@ -11,7 +11,7 @@ tokenized dataset is shared. This is the default flow of `make run`:
 
 from prefect import flow
 
-from lmpipe.config import PipelineConfig
+from lmpipe.config import PipelineConfig, require_allowed_paths
 from lmpipe.prefect_reports import publish_registrations_table
 from tasks.download import download
 from tasks.evaluate import evaluate
@@ -26,6 +26,7 @@ from tasks.train_mlm import train_mlm
 @flow(name="both")
 def both_flow(config: PipelineConfig = PipelineConfig()) -> list[str]:
     """Train and register a causal LM and a masked LM. Returns the registration directories."""
+    require_allowed_paths(config)  # parameters from the UI: paths must stay under the worker's roots
     raw = download(config)
     flat = flatten(raw, config)
 

@@ -5,7 +5,7 @@ python flows/clm.py --config configs/default.yaml --set train.epochs=1
 
 from prefect import flow
 
-from lmpipe.config import PipelineConfig
+from lmpipe.config import PipelineConfig, require_allowed_paths
 from lmpipe.prefect_reports import publish_registrations_table
 from tasks.download import download
 from tasks.evaluate import evaluate
@@ -19,6 +19,7 @@ from tasks.train_clm import train_clm
 @flow(name="clm")
 def clm_flow(config: PipelineConfig = PipelineConfig()) -> list[str]:
     """Train and register a causal LM (GPT-2 family). Returns the registration directories."""
+    require_allowed_paths(config)  # parameters from the UI: paths must stay under the worker's roots
     raw = download(config)
     flat = flatten(raw, config)
     tokens = tokenize(flat, config, "clm")

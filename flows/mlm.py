@@ -5,7 +5,7 @@ python flows/mlm.py --config configs/default.yaml --set train.mlm_probability=0.
 
 from prefect import flow
 
-from lmpipe.config import PipelineConfig
+from lmpipe.config import PipelineConfig, require_allowed_paths
 from lmpipe.prefect_reports import publish_registrations_table
 from tasks.download import download
 from tasks.evaluate import evaluate
@@ -19,6 +19,7 @@ from tasks.train_mlm import train_mlm
 @flow(name="mlm")
 def mlm_flow(config: PipelineConfig = PipelineConfig()) -> list[str]:
     """Train and register a masked LM (RoBERTa family). Returns the registration directories."""
+    require_allowed_paths(config)  # parameters from the UI: paths must stay under the worker's roots
     raw = download(config)
     flat = flatten(raw, config)
     tokens = tokenize(flat, config, "mlm")

@@ -32,6 +32,7 @@ from lmpipe.lineage import lineage_tags
 from lmpipe.model_card import CardFacts, description_of, render, sample_outputs
 from lmpipe.prefect_reports import mlflow_ui_base, publish_registration
 from lmpipe.promotion import Candidate, Decision, gate
+from lmpipe.secrets import link, mask_url, masked
 from tasks.evaluate import model_eval_loss, perplexity_from_loss, test_blocks
 from tasks.tokenize_texts import tokenizer_source
 
@@ -179,7 +180,7 @@ def log_training_run(
 
     with mlflow.start_run(experiment_id=experiment_id, run_name=f"{objective}-{key[:8]}") as run:
         mlflow.set_tag(KEY_TAG, key)  # first, so that a retry finds this run whatever happens next
-        mlflow.log_params(flat_params(config.model_dump(mode="json")))
+        mlflow.log_params(flat_params(masked(config.model_dump(mode="json"))))  # no credentials in params
         mlflow.log_metrics(
             {
                 "perplexity": metrics["perplexity"],
@@ -310,7 +311,7 @@ def register_model(
         log,
     )
     samples = sample_outputs(objective, components["model"], components["tokenizer"], config.card)
-    facts = CardFacts(name, version, objective, metrics, train_metrics, lineage, decision, samples, uri)
+    facts = CardFacts(name, version, objective, metrics, train_metrics, lineage, decision, samples, mask_url(uri))
     publish_card(client, name, version, run_id, render(facts, config), samples, decision)
     log.info(
         f"register: {name} version {version} (run {run_id}), perplexity {metrics['perplexity']:.2f}, "
@@ -346,6 +347,7 @@ def registration_record(
     """registration.json: what the flow reports and the Prefect artifacts link to."""
     run = client.get_run(version.run_id)
     ui = mlflow_ui_base(config.registry.ui_url, tracking_uri(config))
+    ui = link(ui) if ui else None  # a link never carries credentials
     return {
         "objective": objective,
         "model_name": name,
@@ -354,7 +356,7 @@ def registration_record(
         "alias_reason": version.tags.get(REASON_TAG, ""),
         "run_id": version.run_id,
         "experiment_id": run.info.experiment_id,
-        "tracking_uri": tracking_uri(config),
+        "tracking_uri": mask_url(tracking_uri(config)),  # for people to read; connecting uses the config's
         "run_url": f"{ui}/#/experiments/{run.info.experiment_id}/runs/{version.run_id}" if ui else None,
         "version_url": f"{ui}/#/models/{name}/versions/{version.version}" if ui else None,
         "perplexity": metrics["perplexity"],

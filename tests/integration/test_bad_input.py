@@ -154,3 +154,17 @@ def test_a_model_worse_than_its_base_is_not_registered(workspace):
     states = task_states(again.state_details.flow_run_id)
     assert states["train-clm"] == ["Cached"] and states["evaluate"] == ["Completed"], states
     assert registered_versions(config.registry.tracking_uri) == {"eli5-clm": [1]}
+
+
+def test_a_run_whose_paths_leave_the_workers_roots_is_rejected(workspace, monkeypatch):
+    write_jsonl(workspace / "outside.jsonl", [{"text": "some words here"}] * 20)
+    (workspace / "data").mkdir()
+    config = tiny_config(workspace, "data.source=local", f"data.path={workspace / 'data' / '..' / 'outside.jsonl'}")
+    monkeypatch.setenv("LMPIPE_DATA_ROOT", str(workspace / "data"))  # the worker's environment, not a parameter
+    state = clm_flow(config, return_state=True)
+    assert state.is_failed()
+    message = str(state.result(raise_on_failure=False))
+    assert message.startswith("invalid config: data.path: ") and "is outside the allowed data root" in message
+    assert "\n" not in message
+    assert not (workspace / "artifacts").exists(), "rejected before any task ran"
+    assert_nothing_left_behind(workspace, config)

@@ -14,6 +14,7 @@ independently of the pipeline's own code where it compares outputs.
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import mlflow
@@ -330,3 +331,31 @@ def test_each_flow_run_publishes_a_registration_table_and_training_progress(hist
     ]
     (progress,) = by_type["progress"]
     assert float(progress.data) == 100.0
+
+
+def test_credentials_in_the_tracking_uri_never_reach_mlflow_or_the_logs(history, caplog):
+    # The loopback server has no auth: it ignores the credentials, so registering works and we can look.
+    secret_uri = history.uri.replace("http://", "http://reviewer:s3cr3t-pw@")
+    # Its own experiment, so that a new run is logged (the artifacts' earlier run would be reused).
+    config = history.config(
+        f"registry.tracking_uri={secret_uri}",
+        "registry.clm_model_name=secret-check",
+        "registry.experiment=secret-check",
+    )
+    with caplog.at_level(logging.DEBUG):
+        registration = register_task.register_model(
+            "clm", *_artifacts_of(history, "first"), config, logging.getLogger("t")
+        )
+    run = history.client.get_run(registration["run_id"])
+    version = history.client.get_model_version("secret-check", str(registration["version"]))
+    recorded = [
+        *run.data.params.values(), *run.data.tags.values(), *version.tags.values(), version.description,
+        json.dumps(registration), *(record.getMessage() for record in caplog.records),
+    ]  # fmt: skip
+    mlflow.set_tracking_uri(history.uri)
+    recorded.append(
+        Path(mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="model_card.md")).read_text()
+    )
+    assert run.data.params["registry.tracking_uri"] == history.uri.replace("http://", "http://***@")
+    leaks = [text for text in recorded if "s3cr3t-pw" in text or "reviewer:" in text]
+    assert leaks == []

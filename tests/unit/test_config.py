@@ -317,3 +317,54 @@ def test_review_settings_parse_from_the_command_line():
     )
     assert config.card.clm_prompts == ["Once upon a time"]
     assert config.registry.promote is False and config.registry.champion_margin == 0.05
+
+
+@pytest.fixture
+def roots(tmp_path, monkeypatch):
+    data, artifacts = tmp_path / "data", tmp_path / "artifacts"
+    (data / "sub").mkdir(parents=True)
+    (data / "sub" / "a.jsonl").write_text("{}\n")
+    (tmp_path / "secret.jsonl").write_text("{}\n")
+    (data / "escape").symlink_to(tmp_path)  # a link inside the root that leads out of it
+    monkeypatch.setenv("LMPIPE_DATA_ROOT", str(data))
+    monkeypatch.setenv("LMPIPE_ARTIFACTS_ROOT", str(artifacts))
+    return data, artifacts
+
+
+@pytest.mark.parametrize(
+    "path_of",
+    [
+        lambda data: str(data / ".." / "secret.jsonl"),  # ../ out of the root
+        lambda data: str(data.parent / "secret.jsonl"),  # absolute, outside
+        lambda data: str(data / "escape" / "secret.jsonl"),  # a symlink out
+        lambda data: str(data / ".." / "**" / "*.jsonl"),  # a glob reaching above the root
+    ],
+    ids=["dotdot", "absolute", "symlink", "glob"],
+)
+def test_local_data_outside_the_data_root_is_rejected(roots, path_of):
+    data, _ = roots
+    message = config_error("data.source=local", f"data.path={path_of(data)}")
+    assert "data.path: " in message and "is outside the allowed data root" in message and "LMPIPE_DATA_ROOT" in message
+
+
+def test_paths_inside_the_roots_are_accepted(roots):
+    data, artifacts = roots
+    config = load_config(
+        overrides=["data.source=local", f"data.path={data / 'sub' / '*.jsonl'}", f"artifacts.root={artifacts / 'x'}"]
+    )
+    assert config.data.path.endswith("*.jsonl")
+
+
+def test_artifacts_and_local_models_outside_their_roots_are_rejected(roots, tmp_path):
+    _, artifacts = roots
+    assert "artifacts.root: " in config_error(f"artifacts.root={tmp_path / 'elsewhere'}")
+    assert "artifacts.root: " in config_error()  # the default, ./artifacts, is not under the configured root
+    assert "model.clm.pretrained: " in config_error(f"artifacts.root={artifacts}", f"model.clm.pretrained={tmp_path}")
+    hub_id = load_config(overrides=[f"artifacts.root={artifacts}", "model.clm.pretrained=distilgpt2"])
+    assert hub_id.model.clm.pretrained == "distilgpt2"  # not a local path: the Hub answers for it
+
+
+def test_without_configured_roots_any_path_is_allowed(tmp_path, monkeypatch):
+    monkeypatch.delenv("LMPIPE_DATA_ROOT", raising=False)
+    monkeypatch.delenv("LMPIPE_ARTIFACTS_ROOT", raising=False)
+    assert load_config(overrides=[f"artifacts.root={tmp_path}"]).artifacts.root == str(tmp_path)
