@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -69,6 +70,8 @@ def flatten_dataset(
             raise PipelineInputError(f"data.text_field={text_field!r}: every row of the {split} split has empty text")
     flat.save_to_disk(str(out_dir / "dataset"))
     dropped = {s: len(splits[s]) - len(flat[s]) for s in ("train", "test")}
+    report = {s: {"rows": len(flat[s]), "dropped_empty_rows": dropped[s]} for s in ("train", "test")}
+    (out_dir / "flatten_report.json").write_text(json.dumps(report, indent=2))
     log.info(f"flatten: columns {flat['train'].column_names}; dropped empty rows {dropped}")
     return flat
 
