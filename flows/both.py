@@ -11,7 +11,8 @@ tokenized dataset is shared. This is the default flow of `make run`:
 
 from prefect import flow
 
-from lmpipe.config import PipelineConfig, require_allowed_paths
+from lmpipe.config import PipelineConfig
+from lmpipe.path_guard import require_allowed_paths
 from lmpipe.prefect_reports import publish_registrations_table
 from tasks.download import download
 from tasks.evaluate import evaluate

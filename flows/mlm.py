@@ -5,7 +5,8 @@ python flows/mlm.py --config configs/default.yaml --set train.mlm_probability=0.
 
 from prefect import flow
 
-from lmpipe.config import PipelineConfig, require_allowed_paths
+from lmpipe.config import PipelineConfig
+from lmpipe.path_guard import require_allowed_paths
 from lmpipe.prefect_reports import publish_registrations_table
 from tasks.download import download
 from tasks.evaluate import evaluate

@@ -85,6 +85,11 @@ def problem_with(directory: Path) -> str | None:
         files = json.loads(manifest.read_text())["files"]
     except (ValueError, KeyError, TypeError):
         return "manifest unreadable or without checksums"
+    return files_problem(directory, files)
+
+
+def files_problem(directory: Path, files: dict[str, dict[str, Any]]) -> str | None:
+    """None when every file of a `file_table` is still there, whole and unchanged; else the first problem."""
     for name, expected in files.items():
         path = directory / name
         if not path.is_file():
@@ -96,11 +101,12 @@ def problem_with(directory: Path) -> str | None:
     return None
 
 
-def file_table(directory: Path) -> dict[str, dict[str, Any]]:
+def file_table(directory: Path, manifest: str = MANIFEST) -> dict[str, dict[str, Any]]:
+    """Size and sha256 of every file under `directory` but its manifest: what a manifest vouches for."""
     return {
         str(f.relative_to(directory)): {"bytes": f.stat().st_size, "sha256": file_digest(f)}
         for f in sorted(directory.rglob("*"))
-        if f.is_file() and f.name != MANIFEST
+        if f.is_file() and f.name != manifest
     }
 
 

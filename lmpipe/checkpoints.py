@@ -21,7 +21,7 @@ from pathlib import Path
 
 from transformers import Trainer
 
-from lmpipe.artifacts import file_digest
+from lmpipe.artifacts import file_table, files_problem
 
 CHECKPOINT_MANIFEST = "lmpipe-checkpoint.json"
 _CHECKPOINT_NAME = re.compile(r"^checkpoint-(\d+)$")
@@ -36,11 +36,7 @@ def checkpoint_step(path: Path) -> int | None:
 
 
 def write_manifest(checkpoint: Path) -> None:
-    files = {
-        str(f.relative_to(checkpoint)): {"bytes": f.stat().st_size, "sha256": file_digest(f)}
-        for f in sorted(checkpoint.rglob("*"))
-        if f.is_file()
-    }
+    files = file_table(checkpoint, manifest=CHECKPOINT_MANIFEST)
     (checkpoint / CHECKPOINT_MANIFEST).write_text(json.dumps({"files": files}, indent=1))
 
 
@@ -53,15 +49,7 @@ def verify(checkpoint: Path) -> str | None:
         files = json.loads(manifest.read_text())["files"]
     except (ValueError, KeyError) as error:
         return f"unreadable manifest ({error})"
-    for name, expected in files.items():
-        path = checkpoint / name
-        if not path.is_file():
-            return f"{name} is missing"
-        if path.stat().st_size != expected["bytes"]:
-            return f"{name} has {path.stat().st_size} bytes, expected {expected['bytes']}"
-        if file_digest(path) != expected["sha256"]:
-            return f"{name} does not match its checksum"
-    return None
+    return files_problem(checkpoint, files)
 
 
 def latest_complete(run_dir: Path, warn: Callable[[str], None] = _log.warning) -> Path | None:

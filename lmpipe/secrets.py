@@ -36,9 +36,10 @@ def mask_url(url: str) -> str:
 
 def link(url: str) -> str:
     """A URL fit for a clickable link: no user info at all, secret query values masked."""
-    parts = urlsplit(mask_url(url))
+    masked_url = mask_url(url)
+    parts = urlsplit(masked_url)
     if "@" not in parts.netloc:
-        return mask_url(url)
+        return masked_url
     return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
 
 

@@ -1,4 +1,4 @@
-"""tasks.register: the pure helpers (params, tracking URI, requirements, names), no MLflow server."""
+"""tasks.register and lmpipe.mlflow_run: the pure helpers (params, tracking URI, requirements, names)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ from importlib import metadata
 import pytest
 
 from lmpipe.config import PipelineConfig, load_config
-from tasks.register import PIPELINE_TASK, flat_params, pip_requirements, registered_name, tracking_uri
+from lmpipe.mlflow_run import PIPELINE_TASK, flat_params, pip_requirements
+from tasks.register import registered_name, tracking_uri
 
 
 def test_flat_params_flattens_nested_sections_into_dotted_strings():

@@ -1,0 +1,148 @@
+"""The MLflow run behind a model version: params, metrics, curves, dataset inputs and the logged model.
+
+A run is tagged with the registration key first and with the logged model's URI last, so a
+register attempt that dies in between is recognised (and never reused) by the next one.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from lmpipe.config import Objective, PipelineConfig
+from lmpipe.secrets import masked
+
+PIPELINE_TASK = {"clm": "text-generation", "mlm": "fill-mask"}
+KEY_TAG = "lmpipe.fingerprint"  # on the run and the version: the idempotency key
+MODEL_URI_TAG = "lmpipe.model_uri"  # on the run, once its model is logged: the run can be registered
+# Exactly what serving the model needs; without an explicit list MLflow goes looking for torchvision.
+_SERVING_LIBRARIES = ("transformers", "torch", "tokenizers", "safetensors", "accelerate")
+
+
+def flat_params(tree: dict[str, Any], prefix: str = "") -> dict[str, str]:
+    """{'train': {'epochs': 3}} -> {'train.epochs': '3'}: MLflow params are flat strings."""
+    flat: dict[str, str] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flat_params(value, f"{name}."))
+        else:
+            flat[name] = str(value)
+    return flat
+
+
+def pip_requirements() -> list[str]:
+    return [f"{lib}=={metadata.version(lib)}" for lib in _SERVING_LIBRARIES]
+
+
+def log_curves(client: Any, run_id: str, model_dir: Path, metrics: dict[str, Any], train_steps: int) -> None:
+    """train/loss and train/learning_rate per logging step; eval/loss per evaluation (base at 0, trained at the end)."""
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    points = [
+        Metric("eval/loss", min(metrics["base_eval_loss"], 1e300), now, 0),
+        Metric("eval/loss", metrics["eval_loss"], now, train_steps),
+    ]
+    history_file = model_dir / "train_history.json"
+    for entry in json.loads(history_file.read_text()) if history_file.is_file() else []:
+        points.append(Metric("train/loss", entry["loss"], now, entry["step"]))
+        if entry.get("learning_rate") is not None:
+            points.append(Metric("train/learning_rate", entry["learning_rate"], now, entry["step"]))
+    for start in range(0, len(points), 1000):  # MLflow takes at most 1000 metrics per batch
+        client.log_batch(run_id, metrics=points[start : start + 1000])
+
+
+def log_datasets(config: PipelineConfig, blocks_dir: Path, lineage: dict[str, str]) -> None:
+    """The train and test blocks as run inputs: source, digest and size, without loading them again."""
+    import mlflow
+    from mlflow.data.meta_dataset import MetaDataset
+
+    if config.data.source == "hub":
+        from mlflow.data.huggingface_dataset_source import HuggingFaceDatasetSource
+
+        source = HuggingFaceDatasetSource(
+            config.data.path,
+            config_name=config.data.hub_config_name,
+            split=config.data.split,
+            revision=config.data.revision,
+        )
+    else:
+        from mlflow.data.sources import LocalArtifactDatasetSource
+
+        source = LocalArtifactDatasetSource(str(blocks_dir))
+    for split, context in (("train", "training"), ("test", "evaluation")):
+        dataset = MetaDataset(source, name=f"{split}-blocks", digest=blocks_dir.name[:8])
+        size = {"blocks": lineage[f"data.{split}_blocks"], "tokens": lineage[f"data.{split}_tokens"]}
+        mlflow.log_input(dataset, context=context, tags=size)
+
+
+def experiment_id_for(client: Any, name: str, uri: str) -> str:
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None:
+        return experiment.experiment_id
+    if not uri.startswith("sqlite:///"):
+        return client.create_experiment(name)  # a tracking server decides where artifacts go
+    # Next to the database, absolute: a SQLite store otherwise puts artifacts relative to
+    # whatever directory the process happens to run in.
+    artifact_root = Path(uri.removeprefix("sqlite:///")).parent / "mlartifacts"
+    return client.create_experiment(name, artifact_location=artifact_root.resolve().as_uri())
+
+
+def find_logged_run(client: Any, experiment_id: str, key: str, log: Any) -> Any | None:
+    """A run an earlier attempt finished logging (model included) but never registered; abandoned ones are closed."""
+    runs = client.search_runs([experiment_id], f"tags.`{KEY_TAG}` = '{key}'", order_by=["attributes.start_time ASC"])
+    logged = [run for run in runs if MODEL_URI_TAG in run.data.tags]
+    for run in runs:
+        if run not in logged and run.info.status == "RUNNING":  # killed mid-logging: mark it, never reuse it
+            log.warning(f"register: run {run.info.run_id} was left halfway by an earlier attempt; marking it FAILED")
+            client.set_terminated(run.info.run_id, "FAILED")
+    return logged[0] if logged else None
+
+
+def log_training_run(
+    client: Any,
+    experiment_id: str,
+    key: str,
+    objective: Objective,
+    model_dir: Path,
+    blocks_dir: Path,
+    metrics: dict[str, Any],
+    train_metrics: dict[str, Any],
+    config: PipelineConfig,
+    lineage: dict[str, str],
+    components: dict[str, Any],
+) -> tuple[str, str]:
+    """One MLflow run with everything but the version; returns (run id, model URI)."""
+    import mlflow
+
+    with mlflow.start_run(experiment_id=experiment_id, run_name=f"{objective}-{key[:8]}") as run:
+        mlflow.set_tag(KEY_TAG, key)  # first, so that a retry finds this run whatever happens next
+        mlflow.log_params(flat_params(masked(config.model_dump(mode="json"))))  # no credentials in params
+        mlflow.log_metrics(
+            {
+                "perplexity": metrics["perplexity"],
+                "base_perplexity": min(metrics["base_perplexity"], 1e300),
+                "eval_loss": metrics["eval_loss"],
+                "train_loss": train_metrics["train_loss"],
+                "train_tokens": train_metrics["train_tokens"],
+                "train_runtime_s": train_metrics["train_runtime_s"],
+                "train_tokens_per_s": train_metrics["train_tokens"] / max(train_metrics["train_runtime_s"], 1e-9),
+            }
+        )
+        log_curves(client, run.info.run_id, model_dir, metrics, train_metrics["train_steps"])
+        mlflow.set_tags({"objective": objective, "device": train_metrics["device"], **lineage})
+        log_datasets(config, blocks_dir, lineage)
+        info = mlflow.transformers.log_model(
+            # Loaded components: MLflow 3's local-checkpoint path breaks on transformers 5's lazy
+            # pipeline registry ('str' object has no attribute '__name__').
+            transformers_model=components,
+            task=PIPELINE_TASK[objective],
+            name="model",
+            pip_requirements=pip_requirements(),
+        )
+        mlflow.set_tag(MODEL_URI_TAG, info.model_uri)  # last: the run is complete and can be registered
+    return run.info.run_id, info.model_uri
