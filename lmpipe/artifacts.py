@@ -11,6 +11,7 @@ Prefect's record, so the stage runs again instead of returning a stale path.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import logging
@@ -112,6 +113,47 @@ def file_table(directory: Path, manifest: str = MANIFEST) -> dict[str, dict[str,
 
 def read_manifest(directory: str | Path) -> dict[str, Any]:
     return json.loads((Path(directory) / MANIFEST).read_text())
+
+
+def ensure_built(
+    final_dir: Path,
+    stage: str,
+    inputs: dict[str, Any],
+    build: Callable[[Path], object],
+    log: logging.Logger | logging.LoggerAdapter = _log,
+) -> bool:
+    """Publish `final_dir` by running `build(scratch)`, unless a complete copy is already there.
+
+    Returns True when this call built it. Holds the artifact's lock throughout, so two runs that
+    need the same artifact at the same moment build it once: the second waits, then reuses it.
+    """
+    with exclusive(final_dir, log):
+        if is_complete(final_dir):
+            return False
+        with building(final_dir, stage, inputs) as scratch:
+            build(scratch)
+    return True
+
+
+@contextmanager
+def exclusive(directory: Path, log: logging.Logger | logging.LoggerAdapter = _log) -> Iterator[None]:
+    """One holder at a time per artifact, across threads and processes sharing the artifact root.
+
+    An flock on a file beside the artifact: the kernel drops it when its holder dies (even by
+    SIGKILL), so a crashed run never leaves a stale lock behind. The lock file itself stays, as
+    deleting it would race with a run that has just opened it.
+    """
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    with open(directory.parent / f".{directory.name}.lock", "a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.info(f"{directory.parent.name}/{directory.name}: another run is building it; waiting to reuse it")
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 @contextmanager

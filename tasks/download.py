@@ -14,7 +14,7 @@ from datasets import Dataset, DatasetDict, load_dataset
 from prefect import get_run_logger, task
 
 from lmpipe import builtin_corpus
-from lmpipe.artifacts import artifact_dir, building, cached_stage, code_version, file_digest, is_complete
+from lmpipe.artifacts import artifact_dir, cached_stage, code_version, ensure_built, file_digest
 from lmpipe.config import DataConfig, PipelineConfig
 from lmpipe.errors import PipelineInputError, retry_unless_input_error
 from lmpipe.hub import require_hub
@@ -147,7 +147,12 @@ def download_output_dir(config: PipelineConfig) -> Path:
 def download(config: PipelineConfig) -> str:
     """Fetch the corpus and save a train/test split; returns the artifact directory."""
     out = download_output_dir(config)
-    if not is_complete(out):
-        with building(out, "download", {"data": config.data.model_dump()}) as scratch:
-            download_dataset(config.data, scratch, get_run_logger())
+    log = get_run_logger()
+    ensure_built(
+        out,
+        "download",
+        {"data": config.data.model_dump()},
+        lambda scratch: download_dataset(config.data, scratch, log),
+        log,
+    )
     return str(out)

@@ -29,7 +29,7 @@ from transformers import (
 )
 
 from lmpipe import models
-from lmpipe.artifacts import artifact_dir, building, cached_stage, code_version, fingerprint, is_complete
+from lmpipe.artifacts import artifact_dir, cached_stage, code_version, ensure_built, fingerprint
 from lmpipe.config import Objective, PipelineConfig
 from lmpipe.devices import plan_device, use_planned_threads
 from lmpipe.errors import PipelineInputError
@@ -197,8 +197,11 @@ def evaluate_output_dir(model_dir: str, blocks_dir: str, config: PipelineConfig,
 def evaluate(model_dir: str, blocks_dir: str, config: PipelineConfig, objective: Objective) -> str:
     """Perplexity of base and trained model on the test blocks; returns the directory holding metrics.json."""
     out = evaluate_output_dir(model_dir, blocks_dir, config, objective)
-    if not is_complete(out):
-        with building(out, "evaluate", {"model": model_dir, "blocks": blocks_dir}) as scratch:
-            metrics = evaluate_models(objective, Path(model_dir), Path(blocks_dir), config, get_run_logger())
-            (scratch / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    log = get_run_logger()
+
+    def build(scratch: Path) -> None:
+        metrics = evaluate_models(objective, Path(model_dir), Path(blocks_dir), config, log)
+        (scratch / "metrics.json").write_text(json.dumps(metrics, indent=2))
+
+    ensure_built(out, "evaluate", {"model": model_dir, "blocks": blocks_dir}, build, log)
     return str(out)

@@ -10,7 +10,7 @@ from typing import Any
 from datasets import DatasetDict, disable_caching, load_from_disk
 from prefect import get_run_logger, task
 
-from lmpipe.artifacts import artifact_dir, building, cached_stage, code_version, is_complete
+from lmpipe.artifacts import artifact_dir, cached_stage, code_version, ensure_built
 from lmpipe.config import PipelineConfig
 from lmpipe.errors import PipelineInputError
 
@@ -85,7 +85,12 @@ def flatten_output_dir(download_dir: str, config: PipelineConfig) -> Path:
 def flatten(download_dir: str, config: PipelineConfig) -> str:
     """Flatten nested columns and join the text field; returns the artifact directory."""
     out = flatten_output_dir(download_dir, config)
-    if not is_complete(out):
-        with building(out, "flatten", {"upstream": download_dir, "text_field": config.data.text_field}) as scratch:
-            flatten_dataset(Path(download_dir), config.data.text_field, scratch, get_run_logger())
+    log = get_run_logger()
+    ensure_built(
+        out,
+        "flatten",
+        {"upstream": download_dir, "text_field": config.data.text_field},
+        lambda scratch: flatten_dataset(Path(download_dir), config.data.text_field, scratch, log),
+        log,
+    )
     return str(out)

@@ -19,7 +19,7 @@ from datasets import Dataset, DatasetDict, disable_caching, load_from_disk
 from prefect import get_run_logger, task
 from transformers import AutoTokenizer
 
-from lmpipe.artifacts import artifact_dir, building, cached_stage, code_version, is_complete
+from lmpipe.artifacts import artifact_dir, cached_stage, code_version, ensure_built
 from lmpipe.config import Objective, PipelineConfig
 from lmpipe.errors import PipelineInputError
 
@@ -148,15 +148,15 @@ def group_output_dir(tokenize_dir: str, config: PipelineConfig, objective: Objec
 def group(tokenize_dir: str, config: PipelineConfig, objective: Objective) -> str:
     """Concatenate and cut into block_size blocks (CLM blocks carry labels); returns the artifact directory."""
     out = group_output_dir(tokenize_dir, config, objective)
-    if not is_complete(out):
-        inputs = {"upstream": tokenize_dir, "block_size": config.data.block_size, "remainder": config.data.remainder}
-        with building(out, "group", inputs) as scratch:
-            group_dataset(
-                Path(tokenize_dir),
-                config.data.block_size,
-                config.data.remainder,
-                objective == "clm",
-                scratch,
-                get_run_logger(),
-            )
+    log = get_run_logger()
+    data = config.data
+    ensure_built(
+        out,
+        "group",
+        {"upstream": tokenize_dir, "block_size": data.block_size, "remainder": data.remainder},
+        lambda scratch: group_dataset(
+            Path(tokenize_dir), data.block_size, data.remainder, objective == "clm", scratch, log
+        ),
+        log,
+    )
     return str(out)

@@ -22,7 +22,7 @@ from typing import Any
 
 from prefect import get_run_logger, runtime, task
 
-from lmpipe.artifacts import artifact_dir, building, cached_stage, code_version, fingerprint, is_complete, read_manifest
+from lmpipe.artifacts import artifact_dir, cached_stage, code_version, ensure_built, fingerprint, read_manifest
 from lmpipe.config import Objective, PipelineConfig, resolve_tracking_uri
 from lmpipe.devices import plan_device
 from lmpipe.errors import PipelineInputError, retry_unless_input_error
@@ -261,9 +261,13 @@ def register_output_dir(model_dir: str, eval_dir: str, config: PipelineConfig, o
 def register(model_dir: str, eval_dir: str, config: PipelineConfig, objective: Objective) -> str:
     """Log to MLflow, register a version and give it an alias; returns the directory holding registration.json."""
     out = register_output_dir(model_dir, eval_dir, config, objective)
-    if not is_complete(out):
-        with building(out, "register", {"model": model_dir, "eval": eval_dir}) as scratch:
-            registration = register_model(objective, Path(model_dir), Path(eval_dir), config, get_run_logger())
-            (scratch / "registration.json").write_text(json.dumps(registration, indent=2))
+    log = get_run_logger()
+
+    # Under the artifact's lock, so two runs of the same artifacts find-or-create one version.
+    def build(scratch: Path) -> None:
+        registration = register_model(objective, Path(model_dir), Path(eval_dir), config, log)
+        (scratch / "registration.json").write_text(json.dumps(registration, indent=2))
         publish_registration(registration)
+
+    ensure_built(out, "register", {"model": model_dir, "eval": eval_dir}, build, log)
     return str(out)

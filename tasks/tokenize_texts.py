@@ -21,7 +21,7 @@ from tokenizers import AddedToken, ByteLevelBPETokenizer
 from tokenizers.processors import RobertaProcessing
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
-from lmpipe.artifacts import artifact_dir, building, cached_stage, code_version, file_digest, is_complete
+from lmpipe.artifacts import artifact_dir, cached_stage, code_version, ensure_built, file_digest
 from lmpipe.config import Objective, PipelineConfig
 from lmpipe.devices import available_cores
 from lmpipe.errors import PipelineInputError
@@ -174,9 +174,12 @@ def tokenize_output_dir(flat_dir: str, config: PipelineConfig, objective: Object
 def tokenize(flat_dir: str, config: PipelineConfig, objective: Objective) -> str:
     """Tokenize the text column (training a BPE first if no tokenizer is given); returns the artifact directory."""
     out = tokenize_output_dir(flat_dir, config, objective)
-    if not is_complete(out):
-        with building(
-            out, "tokenize", {"upstream": flat_dir, "tokenizer": tokenizer_identity(config, objective)}
-        ) as scratch:
-            tokenize_dataset(Path(flat_dir), config, objective, scratch, get_run_logger())
+    log = get_run_logger()
+    ensure_built(
+        out,
+        "tokenize",
+        {"upstream": flat_dir, "tokenizer": tokenizer_identity(config, objective)},
+        lambda scratch: tokenize_dataset(Path(flat_dir), config, objective, scratch, log),
+        log,
+    )
     return str(out)

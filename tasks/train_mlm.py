@@ -17,7 +17,7 @@ from prefect import get_run_logger, task
 from transformers import AutoTokenizer
 
 from lmpipe import checkpoints, masking, models, trainer_loop, training_process
-from lmpipe.artifacts import artifact_dir, building, cached_stage, code_version, is_complete
+from lmpipe.artifacts import artifact_dir, cached_stage, code_version, ensure_built
 from lmpipe.config import ModelConfig, PipelineConfig, TrainConfig
 from lmpipe.devices import plan_device, use_planned_threads
 from lmpipe.errors import PipelineInputError
@@ -88,13 +88,19 @@ def train_mlm_output_dir(blocks_dir: str, tokenize_dir: str, config: PipelineCon
 def train_mlm(blocks_dir: str, tokenize_dir: str, config: PipelineConfig) -> str:
     """Train the masked LM in a child process; returns the directory of the saved model."""
     out = train_mlm_output_dir(blocks_dir, tokenize_dir, config)
-    if not is_complete(out):
-        checkpoint_dir = trainer_loop.checkpoint_dir_for(config.artifacts.root, out)
-        job = trainer_loop.training_job(
-            blocks_dir, tokenize_dir, config.model.mlm, config.train, config.data.block_size, checkpoint_dir
-        )
-        with building(out, "train-mlm", job) as scratch:
-            trainer_loop.train_in_child("tasks.train_mlm", "train-mlm", job, scratch, get_run_logger())
+    log = get_run_logger()
+    checkpoint_dir = trainer_loop.checkpoint_dir_for(config.artifacts.root, out)
+    job = trainer_loop.training_job(
+        blocks_dir, tokenize_dir, config.model.mlm, config.train, config.data.block_size, checkpoint_dir
+    )
+    built = ensure_built(
+        out,
+        "train-mlm",
+        job,
+        lambda scratch: trainer_loop.train_in_child("tasks.train_mlm", "train-mlm", job, scratch, log),
+        log,
+    )
+    if built:
         shutil.rmtree(checkpoint_dir, ignore_errors=True)  # the trained model is published: nothing to resume
     return str(out)
 

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -16,6 +22,8 @@ from lmpipe.artifacts import (
     cache_key_of,
     cached_stage,
     code_version,
+    ensure_built,
+    exclusive,
     file_digest,
     fingerprint,
     forget_cached_result,
@@ -181,6 +189,109 @@ def test_rebuilding_replaces_a_corrupt_artifact_but_keeps_a_good_one(tmp_path):
     published(tmp_path, b"another result")  # a concurrent build finishing second
     assert (final / "data" / "part.arrow").read_bytes() == b"0123456789", "the complete one stays"
     assert sorted(p.name for p in final.parent.iterdir()) == ["key"]  # nothing discarded is left
+
+
+# ---------------------------------------------------------------------------- one builder per artifact
+
+
+def test_two_threads_needing_one_artifact_build_it_once(tmp_path, caplog):
+    final = tmp_path / "group" / "abc"
+    builds: list[str] = []
+    start = threading.Barrier(2)
+    outcomes: dict[str, bool] = {}
+
+    def slow_build(scratch: Path) -> None:
+        builds.append(threading.current_thread().name)
+        time.sleep(0.5)  # long enough for the other thread to arrive while this one builds
+        (scratch / "blocks.txt").write_text("built once")
+
+    def run() -> None:
+        start.wait()
+        outcomes[threading.current_thread().name] = ensure_built(final, "group", {}, slow_build)
+
+    threads = [threading.Thread(target=run, name=f"run-{i}") for i in range(2)]
+    with caplog.at_level(logging.INFO, logger="lmpipe.artifacts"):
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(10)
+    assert len(builds) == 1, builds
+    assert sorted(outcomes.values()) == [False, True], outcomes
+    assert is_complete(final) and (final / "blocks.txt").read_text() == "built once"
+    assert "another run is building it; waiting to reuse it" in caplog.text
+
+
+_BUILDER = """
+import sys, time
+from pathlib import Path
+from lmpipe.artifacts import ensure_built
+
+final, counter = Path(sys.argv[1]), Path(sys.argv[2])
+
+def build(scratch):
+    with open(counter, "a") as log:
+        log.write("built\\n")
+    time.sleep(0.5)
+    (scratch / "model.bin").write_bytes(b"weights")
+
+print(ensure_built(final, "train-clm", {}, build))
+"""
+
+
+def test_processes_needing_one_artifact_build_it_once(tmp_path, repo_root):
+    final, counter = tmp_path / "train-clm" / "abc", tmp_path / "builds.log"
+    script = tmp_path / "builder.py"
+    script.write_text(_BUILDER)
+    children = [
+        subprocess.Popen(
+            [sys.executable, str(script), str(final), str(counter)],
+            stdout=subprocess.PIPE,
+            text=True,
+            env={"PYTHONPATH": str(repo_root)},
+        )
+        for _ in range(3)
+    ]
+    printed = sorted(child.communicate(timeout=60)[0].strip() for child in children)
+    assert [child.returncode for child in children] == [0, 0, 0]
+    assert counter.read_text() == "built\n", "exactly one process built the artifact"
+    assert printed == ["False", "False", "True"]
+    assert is_complete(final)
+
+
+_HOLDER = """
+import sys, time
+from pathlib import Path
+from lmpipe.artifacts import exclusive
+
+with exclusive(Path(sys.argv[1])):
+    print("held", flush=True)
+    time.sleep(60)
+"""
+
+
+def test_a_lock_holder_killed_by_sigkill_leaves_no_stale_lock(tmp_path, repo_root):
+    final = tmp_path / "download" / "abc"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLDER, str(final)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={"PYTHONPATH": str(repo_root)},
+    )
+    assert holder.stdout.readline().strip() == "held"
+    waiting = threading.Event()
+    acquired = threading.Event()
+
+    def take() -> None:
+        waiting.set()
+        with exclusive(final):
+            acquired.set()
+
+    threading.Thread(target=take, daemon=True).start()
+    waiting.wait(5)
+    assert not acquired.wait(0.5), "the lock is held while its holder lives"
+    holder.send_signal(signal.SIGKILL)
+    holder.wait(10)
+    assert acquired.wait(5), "the kernel releases a dead holder's lock"
 
 
 # ---------------------------------------------------------------------------- Prefect cache options
