@@ -6,13 +6,14 @@ typed form with every field's description and default. Every default serves the 
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from lmpipe.pretrained import local_config_of, max_positions_of, objective_problem
 
 Objective = Literal["clm", "mlm"]  # causal LM (GPT-2 family) or masked LM (RoBERTa family)
 
@@ -88,6 +89,7 @@ class TokenizerConfig(_Section):
         4096, ge=300, description="Vocabulary size of the trained BPE (byte-level needs >= 256 + specials)."
     )
     min_frequency: int = Field(2, ge=1, description="Minimum pair frequency for a BPE merge.")
+    revision: str | None = Field(None, description="Hub revision (branch, tag or commit sha) of `pretrained`.")
 
 
 # ---------------------------------------------------------------------------- model
@@ -102,6 +104,14 @@ class ModelConfig(_Section):
     tokenizer: str | None = Field(
         None,
         description="Tokenizer for this model. None: the pretrained model's own, else the shared one.",
+    )
+    revision: str | None = Field(
+        None,
+        description="Hub revision (branch, tag or commit sha) of `pretrained` and of its own tokenizer; "
+        "pin a commit sha for a reproducible run. Unused for local paths.",
+    )
+    tokenizer_revision: str | None = Field(
+        None, description="Hub revision of `tokenizer`, when that names a Hub repository of its own."
     )
     n_layers: int = Field(2, ge=1, description="Transformer layers (from scratch only).")
     hidden_size: int = Field(128, ge=8, description="Hidden size (from scratch only).")
@@ -259,36 +269,17 @@ class PipelineConfig(_Section):
         if self.data.source in ("local", "hub") and not self.data.path:
             raise ValueError(f"data.path is required when data.source={self.data.source!r}")
         for name in ("clm", "mlm"):
-            limit = max_positions_of(getattr(self.model, name))
+            model = getattr(self.model, name)
+            local_config = local_config_of(model)
+            problem = objective_problem(name, local_config) if local_config is not None else None
+            if problem is not None:
+                raise ValueError(f"model.{name}.pretrained={model.pretrained!r}: {problem}")
+            limit = max_positions_of(model)
             if limit is not None and self.data.block_size > limit:
                 raise ValueError(
                     f"data.block_size={self.data.block_size} is larger than model.{name}'s {limit} positions"
                 )
         return self
-
-
-def max_positions_of(model: ModelConfig) -> int | None:
-    """Longest block a model can take; None when it cannot be known without the network."""
-    if model.pretrained is None:
-        return model.max_positions
-    config_file = Path(model.pretrained) / "config.json"
-    if not config_file.is_file():
-        return None  # a hub id: checked when the model is loaded
-    return usable_positions(json.loads(config_file.read_text()))
-
-
-# RoBERTa-style models number positions from padding_idx + 1, so that many are never usable.
-POSITIONS_FROM_PADDING = ("roberta", "xlm-roberta", "camembert", "longformer")
-
-
-def usable_positions(model_config: dict[str, Any]) -> int | None:
-    """Tokens per sequence a model config allows (a config.json as a dict); None if it does not say."""
-    positions = model_config.get("n_positions") or model_config.get("max_position_embeddings")
-    if positions is None:
-        return None
-    if model_config.get("model_type") in POSITIONS_FROM_PADDING:
-        positions -= (model_config.get("pad_token_id") or 1) + 1
-    return int(positions)
 
 
 def resolve_tracking_uri(explicit: str | None) -> str:

@@ -83,8 +83,8 @@ def model_base(config: PipelineConfig, objective: Objective) -> tuple[str, str]:
     """(base, config): the pretrained name, or 'from scratch' and the sizes it was built with."""
     model = getattr(config.model, objective)
     if model.pretrained is not None:
-        return model.pretrained, "pretrained"
-    sizes = model.model_dump(exclude={"pretrained", "tokenizer"})
+        return model.pretrained + (f"@{model.revision}" if model.revision else ""), "pretrained"
+    sizes = model.model_dump(exclude={"pretrained", "tokenizer", "revision", "tokenizer_revision"})
     return "from scratch", json.dumps(sizes, sort_keys=True)
 
 

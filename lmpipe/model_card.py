@@ -10,7 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from lmpipe.config import MASK_PLACEHOLDER, CardConfig, Objective, PipelineConfig, usable_positions
+from lmpipe.config import MASK_PLACEHOLDER, CardConfig, Objective, PipelineConfig
+from lmpipe.pretrained import usable_positions
 from lmpipe.promotion import Decision
 
 # MLflow keeps at most 5000 characters of a version description on SQL stores.

@@ -19,9 +19,10 @@ from transformers import (
     set_seed,
 )
 
-from lmpipe.config import ModelConfig, Objective, usable_positions
+from lmpipe.config import ModelConfig, Objective
 from lmpipe.errors import PipelineInputError
 from lmpipe.hub import is_local_reference, require_hub
+from lmpipe.pretrained import objective_problem, usable_positions
 
 
 def gpt2_config(model: ModelConfig, tokenizer: PreTrainedTokenizerBase) -> GPT2Config:
@@ -46,7 +47,7 @@ def roberta_config(model: ModelConfig, tokenizer: PreTrainedTokenizerBase) -> Ro
         raise PipelineInputError("model.mlm.tokenizer: a masked LM needs a tokenizer with mask and pad tokens")
     return RobertaConfig(
         vocab_size=len(tokenizer),
-        # RoBERTa numbers positions from padding_idx + 1 (see lmpipe.config.usable_positions).
+        # RoBERTa numbers positions from padding_idx + 1 (see lmpipe.pretrained.usable_positions).
         max_position_embeddings=model.max_positions + tokenizer.pad_token_id + 1,
         hidden_size=model.hidden_size,
         num_hidden_layers=model.n_layers,
@@ -80,12 +81,25 @@ def build_base_model(
             field=field,
             alternatives="Point it at a local save_pretrained directory, or set it to null to train from scratch",
         )
-    positions = usable_positions(AutoConfig.from_pretrained(model.pretrained).to_dict())
+    # trust_remote_code=False, said explicitly: left unset, transformers asks on stdin whether to run
+    # a repository's own code. A model type it does not know is refused before any code loads.
+    try:
+        model_config = AutoConfig.from_pretrained(
+            model.pretrained, revision=model.revision, trust_remote_code=False
+        ).to_dict()
+    except ValueError as error:  # unknown model type, or one that needs the repository's own code
+        raise PipelineInputError(
+            f"{field}={model.pretrained!r}: {str(error).splitlines()[0]} (custom model code is never run)"
+        ) from None
+    problem = objective_problem(objective, model_config)
+    if problem is not None:
+        raise PipelineInputError(f"{field}={model.pretrained!r}: {problem}")
+    positions = usable_positions(model_config)
     if positions is not None and block_size > positions:
         raise PipelineInputError(
             f"data.block_size={block_size} is larger than {field}={model.pretrained!r}'s {positions} positions"
         )
-    loaded = _auto_class(objective).from_pretrained(model.pretrained)
+    loaded = _auto_class(objective).from_pretrained(model.pretrained, revision=model.revision, trust_remote_code=False)
     if loaded.get_input_embeddings().num_embeddings < len(tokenizer):
         loaded.resize_token_embeddings(len(tokenizer))
     return loaded

@@ -61,8 +61,12 @@ def load_source(data: DataConfig, cache_dir: Path) -> Dataset:
             return load_dataset(builder, data_files=[str(f) for f in files], split=data.split, cache_dir=str(cache_dir))
         except ValueError as error:  # no rows, a bad split slice, unreadable rows
             if "corresponds to no data" in str(error):  # what `datasets` says of an empty split
-                raise PipelineInputError(f"data: local dataset {data.path!r} split {data.split!r} has 0 rows") from None
-            raise PipelineInputError(f"data: cannot read {data.path!r} as {builder}: {error}") from error
+                raise PipelineInputError(
+                    f"data.path: local dataset {data.path!r} split {data.split!r} has 0 rows"
+                ) from None
+            raise PipelineInputError(
+                f"data.path: cannot read {data.path!r} as {builder}: {str(error).splitlines()[0]}"
+            ) from error
     require_hub(
         f"dataset {data.path!r}",
         field="data.path",

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from datasets import Dataset, DatasetDict, disable_caching, load_from_disk
 from prefect import get_run_logger, task
@@ -43,14 +43,31 @@ SPECIAL_TOKENS = {
 # ---------------------------------------------------------------------------- which tokenizer
 
 
+class TokenizerOrigin(NamedTuple):
+    source: str | None  # name or path; None means "train one here"
+    revision: str | None  # Hub revision, when source is a Hub id
+    field: str  # the config field that named it, for error messages
+
+
+def tokenizer_origin(config: PipelineConfig, objective: Objective) -> TokenizerOrigin:
+    """Which tokenizer `objective` uses, at which revision, and which config field chose it."""
+    model = getattr(config.model, objective)
+    if model.tokenizer:
+        return TokenizerOrigin(model.tokenizer, model.tokenizer_revision, f"model.{objective}.tokenizer")
+    if model.pretrained:
+        return TokenizerOrigin(model.pretrained, model.revision, f"model.{objective}.pretrained")
+    if config.tokenizer.pretrained:
+        return TokenizerOrigin(config.tokenizer.pretrained, config.tokenizer.revision, "tokenizer.pretrained")
+    return TokenizerOrigin(None, None, "tokenizer.pretrained")
+
+
 def tokenizer_source(config: PipelineConfig, objective: Objective) -> str | None:
     """Name or path of the tokenizer for `objective`; None means 'train one here'."""
-    model = getattr(config.model, objective)
-    return model.tokenizer or model.pretrained or config.tokenizer.pretrained
+    return tokenizer_origin(config, objective).source
 
 
 def tokenizer_identity(config: PipelineConfig, objective: Objective) -> dict[str, Any]:
-    source = tokenizer_source(config, objective)
+    source, revision, _ = tokenizer_origin(config, objective)
     if source is None:
         return {
             "trained_bpe": {"vocab_size": config.tokenizer.vocab_size, "min_frequency": config.tokenizer.min_frequency}
@@ -61,7 +78,7 @@ def tokenizer_identity(config: PipelineConfig, objective: Objective) -> dict[str
         # tokenizer, so they are not hashed into its key.
         files = [f for f in sorted(root.rglob("*")) if f.is_file() and f.suffix not in WEIGHT_SUFFIXES]
         return {"local": {str(f.relative_to(root)): file_digest(f) for f in files}}
-    return {"hub": source}
+    return {"hub": source, "revision": revision}
 
 
 # ---------------------------------------------------------------------------- building one
@@ -94,24 +111,29 @@ def train_bpe_tokenizer(texts: Dataset, vocab_size: int, min_frequency: int) -> 
     )
 
 
-def load_pretrained_tokenizer(name_or_path: str, field: str) -> PreTrainedTokenizerBase:
+def load_pretrained_tokenizer(name_or_path: str, field: str, revision: str | None = None) -> PreTrainedTokenizerBase:
     if not is_local_reference(name_or_path):
         require_hub(
             f"tokenizer {name_or_path!r}",
             field=field,
             alternatives="Point it at a local save_pretrained directory, or set it to null to train one here",
         )
-    tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+    try:  # trust_remote_code=False, said explicitly, so transformers never asks on stdin
+        tokenizer = AutoTokenizer.from_pretrained(name_or_path, revision=revision, trust_remote_code=False)
+    except ValueError as error:  # a tokenizer that needs the repository's own code
+        raise PipelineInputError(
+            f"{field}={name_or_path!r}: {str(error).splitlines()[0]} (custom tokenizer code is never run)"
+        ) from None
     if not tokenizer.is_fast:
         raise PipelineInputError(f"{field}={name_or_path!r} has no fast tokenizer; batched tokenization needs one")
     return tokenizer
 
 
 def build_tokenizer(config: PipelineConfig, objective: Objective, train_texts: Dataset) -> PreTrainedTokenizerBase:
-    source = tokenizer_source(config, objective)
+    source, revision, field = tokenizer_origin(config, objective)
     if source is None:
         return train_bpe_tokenizer(train_texts, config.tokenizer.vocab_size, config.tokenizer.min_frequency)
-    return load_pretrained_tokenizer(source, field=f"model.{objective}.tokenizer")
+    return load_pretrained_tokenizer(source, field, revision)
 
 
 # ---------------------------------------------------------------------------- tokenizing

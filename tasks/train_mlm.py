@@ -23,6 +23,7 @@ from lmpipe.devices import plan_device, use_planned_threads
 from lmpipe.errors import PipelineInputError
 from lmpipe.masking import MaskingEpochCallback, ResumableMaskingCollator
 from lmpipe.training_process import child_main, emit
+from tasks.tokenize_texts import tokenizer_origin
 
 
 def train_masked_lm(
@@ -38,9 +39,7 @@ def train_masked_lm(
     plan = plan_device(train.precision)
     use_planned_threads(plan)
     emit("device", device=plan.describe())
-    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
-    if tokenizer.mask_token is None:
-        raise PipelineInputError("model.mlm.tokenizer: a masked LM needs a tokenizer with a mask token")
+    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))  # its mask token was checked by the task
     blocks = load_from_disk(str(blocks_dir / "dataset"))
     model = models.build_base_model("mlm", model_config, tokenizer, train.seed, block_size)
 
@@ -84,10 +83,21 @@ def train_mlm_output_dir(blocks_dir: str, tokenize_dir: str, config: PipelineCon
     return artifact_dir(config.artifacts.root, "train-mlm", inputs)
 
 
+def require_mask_token(tokenize_dir: Path, field: str) -> None:
+    """Masked-LM training masks tokens: a tokenizer without a mask token (GPT-2's) cannot do it."""
+    tokenizer = AutoTokenizer.from_pretrained(str(tokenize_dir / "tokenizer"))
+    if tokenizer.mask_token is None or tokenizer.pad_token is None:
+        raise PipelineInputError(
+            f"{field}: the tokenizer has no {'mask' if tokenizer.mask_token is None else 'pad'} token, which "
+            "masked-LM training needs; use a masked LM's tokenizer (e.g. RoBERTa's) or null to train one here"
+        )
+
+
 @task(name="train-mlm", **cached_stage(train_mlm_output_dir))
 def train_mlm(blocks_dir: str, tokenize_dir: str, config: PipelineConfig) -> str:
     """Train the masked LM in a child process; returns the directory of the saved model."""
     out = train_mlm_output_dir(blocks_dir, tokenize_dir, config)
+    require_mask_token(Path(tokenize_dir), tokenizer_origin(config, "mlm").field)  # before any training starts
     log = get_run_logger()
     checkpoint_dir = trainer_loop.checkpoint_dir_for(config.artifacts.root, out)
     job = trainer_loop.training_job(

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lmpipe.config import ConfigError, ModelConfig, PipelineConfig, apply_override, load_config, max_positions_of
+from lmpipe.config import ConfigError, ModelConfig, PipelineConfig, apply_override, load_config
+from lmpipe.pretrained import max_positions_of
 
 CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.yaml"))
 

@@ -16,6 +16,7 @@ from tasks.tokenize_texts import (
     tokenize_output_dir,
     tokenize_splits,
     tokenizer_identity,
+    tokenizer_origin,
     tokenizer_source,
 )
 
@@ -163,8 +164,32 @@ def test_local_tokenizer_identity_follows_file_contents(tmp_path):
     assert tokenizer_identity(config_with(f"model.clm.pretrained={second}"), "clm") == one  # content, not path
 
 
-def test_hub_tokenizer_identity_is_its_name():
-    assert tokenizer_identity(config_with("model.clm.pretrained=distilgpt2"), "clm") == {"hub": "distilgpt2"}
+def test_hub_tokenizer_identity_is_its_name_and_pinned_revision():
+    unpinned = config_with("model.clm.pretrained=distilgpt2")
+    assert tokenizer_identity(unpinned, "clm") == {"hub": "distilgpt2", "revision": None}
+    pinned = config_with("model.clm.pretrained=distilgpt2", "model.clm.revision=abc123")
+    assert tokenizer_identity(pinned, "clm") == {"hub": "distilgpt2", "revision": "abc123"}
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        ((), (None, None, "tokenizer.pretrained")),
+        (("tokenizer.pretrained=shared", "tokenizer.revision=r1"), ("shared", "r1", "tokenizer.pretrained")),
+        (("model.clm.pretrained=gpt2", "model.clm.revision=r2"), ("gpt2", "r2", "model.clm.pretrained")),
+        (
+            (
+                "model.clm.pretrained=gpt2",
+                "model.clm.revision=r2",
+                "model.clm.tokenizer=tok",
+                "model.clm.tokenizer_revision=r3",
+            ),
+            ("tok", "r3", "model.clm.tokenizer"),
+        ),
+    ],
+)
+def test_tokenizer_origin_names_the_revision_and_the_field_that_chose_it(overrides, expected):
+    assert tuple(tokenizer_origin(config_with(*overrides), "clm")) == expected
 
 
 def test_build_tokenizer_loads_a_local_tokenizer(tiny_tokenizer, saved_tokenizer_dir):
