@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 from pathlib import Path
 
 from lmpipe.checkpoints import latest_complete, rotate, verify, write_manifest
@@ -59,3 +60,51 @@ def test_rotation_keeps_the_newest_complete_ones_by_step_not_by_name(tmp_path):
         checkpoint(tmp_path, step)
     rotate(tmp_path, keep=2)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint-100", "checkpoint-15"]
+
+
+# ---------------------------------------------------------------------------- what resuming unpickles
+
+
+def _torch_load_calls(source: str) -> list[ast.Call]:
+    return [
+        node
+        for node in ast.walk(ast.parse(source))
+        if isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and node.func.attr == "load"
+        and isinstance(node.func.value, ast.Name)
+        and node.func.value.id == "torch"
+    ]
+
+
+def _weights_only(call: ast.Call) -> bool:
+    return any(
+        k.arg == "weights_only" and isinstance(k.value, ast.Constant) and k.value.value is True for k in call.keywords
+    )
+
+
+def test_resuming_unpickles_nothing_but_tensors(repo_root):
+    """Our code never calls torch.load; the installed Trainer, which reads our checkpoints on resume,
+    passes weights_only=True at every call (a transformers upgrade that dropped it would fail here)."""
+    import transformers.trainer
+
+    ours = [
+        f"{path.relative_to(repo_root)}:{call.lineno}"
+        for folder in ("lmpipe", "tasks", "flows")
+        for path in sorted((repo_root / folder).rglob("*.py"))
+        for call in _torch_load_calls(path.read_text())
+    ]
+    assert ours == [], f"torch.load in our code: {ours}"
+    trainer_calls = _torch_load_calls(Path(transformers.trainer.__file__).read_text())
+    assert trainer_calls, "the Trainer loads checkpoint state with torch.load"
+    unsafe = [call.lineno for call in trainer_calls if not _weights_only(call)]
+    assert unsafe == [], f"transformers/trainer.py calls torch.load without weights_only=True at lines {unsafe}"
+
+
+def test_checkpoints_live_under_the_artifact_root_only(tmp_path):
+    from lmpipe.trainer_loop import checkpoint_dir_for
+
+    out = tmp_path / "artifacts" / "train-clm" / "0123abcd"
+    checkpoint_dir = checkpoint_dir_for(tmp_path / "artifacts", out)
+    assert checkpoint_dir.resolve().is_relative_to((tmp_path / "artifacts").resolve())
+    assert checkpoint_dir == checkpoint_dir_for(tmp_path / "artifacts", out), "a re-run finds the same directory"
