@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 MANIFEST = "artifact.json"
+LOCKS = ".locks"  # beside the stage directories, so a stage directory holds artifacts only
 
 _log = logging.getLogger(__name__)
 
@@ -139,12 +140,13 @@ def ensure_built(
 def exclusive(directory: Path, log: logging.Logger | logging.LoggerAdapter = _log) -> Iterator[None]:
     """One holder at a time per artifact, across threads and processes sharing the artifact root.
 
-    An flock on a file beside the artifact: the kernel drops it when its holder dies (even by
-    SIGKILL), so a crashed run never leaves a stale lock behind. The lock file itself stays, as
+    An flock on `<root>/.locks/<stage>-<key>.lock`: the kernel drops it when its holder dies (even
+    by SIGKILL), so a crashed run never leaves a stale lock behind. The lock file itself stays, as
     deleting it would race with a run that has just opened it.
     """
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    with open(directory.parent / f".{directory.name}.lock", "a") as lock:
+    locks = directory.parent.parent / LOCKS
+    locks.mkdir(parents=True, exist_ok=True)
+    with open(locks / f"{directory.parent.name}-{directory.name}.lock", "a") as lock:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
