@@ -40,7 +40,7 @@ lint: install
 	$(BIN)/ruff format --check .
 
 test: install lint
-	$(BIN)/python -m pytest -q -rs --durations=12
+	$(BIN)/python -m pytest -q -rs --durations=12 -n 2 --dist loadfile
 
 test-unit: install
 	$(BIN)/python -m pytest -q tests/unit
