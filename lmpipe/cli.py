@@ -122,7 +122,8 @@ def main(argv: list[str] | None = None) -> int:
         print(markdown_reference())
         return 0
 
-    from lmpipe.config import ConfigError, load_config
+    from lmpipe.config import ConfigError
+    from lmpipe.config_loading import load_config
 
     if args.command == "pool":
         return create_pools(args.files)

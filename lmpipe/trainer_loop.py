@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -23,7 +24,8 @@ from transformers import (
 )
 
 from lmpipe import checkpoints
-from lmpipe.config import ModelConfig, TrainConfig
+from lmpipe.artifacts import ensure_built
+from lmpipe.config import ModelConfig, PipelineConfig, TrainConfig
 from lmpipe.devices import DevicePlan
 from lmpipe.errors import PipelineInputError
 from lmpipe.models import count_parameters
@@ -161,6 +163,18 @@ def train_in_child(module: str, label: str, job: dict[str, Any], out_dir: Path, 
     job_file = out_dir / "job.json"
     run_training_process(module, {**job, "out_dir": str(out_dir)}, job_file, log, label)
     job_file.unlink()  # it names the scratch directory; the artifact's manifest records the inputs
+
+
+def train_once(
+    stage: str, out: Path, blocks_dir: str, tokenize_dir: str, model: ModelConfig, config: PipelineConfig, log: Any
+) -> None:
+    """A training task's body: train `stage` ('train-clm' -> python -m tasks.train_clm) into `out`
+    unless it is built; resume from, and once published delete, the checkpoints keyed like it."""
+    checkpoint_dir = checkpoint_dir_for(config.artifacts.root, out)
+    job = training_job(blocks_dir, tokenize_dir, model, config.train, config.data.block_size, checkpoint_dir)
+    module = "tasks." + stage.replace("-", "_")
+    if ensure_built(out, stage, job, lambda scratch: train_in_child(module, stage, job, scratch, log), log):
+        shutil.rmtree(checkpoint_dir, ignore_errors=True)  # the trained model is published: nothing to resume
 
 
 def run_job(train: Callable[..., dict[str, Any]], job: dict[str, Any]) -> None:

@@ -117,31 +117,39 @@ def _relay(line: str, log: logging.Logger | logging.LoggerAdapter, label: str) -
     return event
 
 
+# How each event reads in the task's log: (level, message). Events not listed are logged as they are.
+_EVENT_LINES: dict[str, tuple[int, Callable[[dict[str, Any]], str]]] = {
+    "step": (
+        logging.INFO,
+        lambda e: f"step {e['step']}/{e['max_steps']} loss {e['loss']:.4f} {e['tokens_per_s']:,} tokens/s",
+    ),
+    "begin": (logging.INFO, lambda e: f"training for {e['max_steps']} steps"),
+    "device": (logging.INFO, lambda e: f"device {e['device']}"),
+    "model": (
+        logging.INFO,
+        lambda e: f"model with {e['parameters']:,} parameters, {e['train_blocks']:,} training blocks",
+    ),
+    "checkpoint": (logging.INFO, lambda e: f"checkpoint at step {e['step']}"),
+    "resume": (
+        logging.WARNING,
+        lambda e: f"resuming from {Path(e['path']).name} (step {e['step']}), left by an earlier run",
+    ),
+    "warning": (logging.WARNING, lambda e: e["message"]),
+    "done": (
+        logging.INFO,
+        lambda e: (
+            f"done, train_loss {e['train_loss']:.4f}, {e['train_steps']} steps, "
+            f"{e['train_tokens']:,} tokens in {e['train_runtime_s']:.1f} s"
+        ),
+    ),
+}
+
+
 def _log_event(event: dict[str, Any], log: logging.Logger | logging.LoggerAdapter, label: str) -> None:
-    if event["event"] == "step":
-        log.info(
-            f"{label}: step {event['step']}/{event['max_steps']} loss {event['loss']:.4f} "
-            f"{event['tokens_per_s']:,} tokens/s"
-        )
-    elif event["event"] == "begin":
-        log.info(f"{label}: training for {event['max_steps']} steps")
-    elif event["event"] == "device":
-        log.info(f"{label}: device {event['device']}")
-    elif event["event"] == "model":
-        log.info(f"{label}: model with {event['parameters']:,} parameters, {event['train_blocks']:,} training blocks")
-    elif event["event"] == "checkpoint":
-        log.info(f"{label}: checkpoint at step {event['step']}")
-    elif event["event"] == "resume":
-        log.warning(f"{label}: resuming from {Path(event['path']).name} (step {event['step']}), left by an earlier run")
-    elif event["event"] == "warning":
-        log.warning(f"{label}: {event['message']}")
-    elif event["event"] == "done":
-        log.info(
-            f"{label}: done, train_loss {event['train_loss']:.4f}, {event['train_steps']} steps, "
-            f"{event['train_tokens']:,} tokens in {event['train_runtime_s']:.1f} s"
-        )
-    elif event["event"] != "input_error":
-        log.info(f"{label}: {event}")
+    if event["event"] == "input_error":
+        return  # raised by the parent once the process has ended
+    level, line = _EVENT_LINES.get(event["event"], (logging.INFO, str))
+    log.log(level, f"{label}: {line(event)}")
 
 
 def run_training_process(

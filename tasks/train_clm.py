@@ -7,7 +7,6 @@ tests call directly.
 
 from __future__ import annotations
 
-import shutil
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ from prefect import get_run_logger, task
 from transformers import AutoTokenizer, DataCollatorForLanguageModeling
 
 from lmpipe import checkpoints, models, trainer_loop, training_process
-from lmpipe.artifacts import artifact_dir, cached_stage, code_version, ensure_built
+from lmpipe.artifacts import artifact_dir, cached_stage, code_version
 from lmpipe.config import ModelConfig, PipelineConfig, TrainConfig
 from lmpipe.devices import plan_device, use_planned_threads
 from lmpipe.training_process import child_main, emit
@@ -70,20 +69,7 @@ def train_clm_output_dir(blocks_dir: str, tokenize_dir: str, config: PipelineCon
 def train_clm(blocks_dir: str, tokenize_dir: str, config: PipelineConfig) -> str:
     """Train the causal LM in a child process; returns the directory of the saved model."""
     out = train_clm_output_dir(blocks_dir, tokenize_dir, config)
-    log = get_run_logger()
-    checkpoint_dir = trainer_loop.checkpoint_dir_for(config.artifacts.root, out)
-    job = trainer_loop.training_job(
-        blocks_dir, tokenize_dir, config.model.clm, config.train, config.data.block_size, checkpoint_dir
-    )
-    built = ensure_built(
-        out,
-        "train-clm",
-        job,
-        lambda scratch: trainer_loop.train_in_child("tasks.train_clm", "train-clm", job, scratch, log),
-        log,
-    )
-    if built:
-        shutil.rmtree(checkpoint_dir, ignore_errors=True)  # the trained model is published: nothing to resume
+    trainer_loop.train_once("train-clm", out, blocks_dir, tokenize_dir, config.model.clm, config, get_run_logger())
     return str(out)
 
 

@@ -7,7 +7,6 @@ tests call directly.
 
 from __future__ import annotations
 
-import shutil
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ from prefect import get_run_logger, task
 from transformers import AutoTokenizer
 
 from lmpipe import checkpoints, masking, models, trainer_loop, training_process
-from lmpipe.artifacts import artifact_dir, cached_stage, code_version, ensure_built
+from lmpipe.artifacts import artifact_dir, cached_stage, code_version
 from lmpipe.config import ModelConfig, PipelineConfig, TrainConfig
 from lmpipe.devices import plan_device, use_planned_threads
 from lmpipe.errors import PipelineInputError
@@ -98,20 +97,7 @@ def train_mlm(blocks_dir: str, tokenize_dir: str, config: PipelineConfig) -> str
     """Train the masked LM in a child process; returns the directory of the saved model."""
     out = train_mlm_output_dir(blocks_dir, tokenize_dir, config)
     require_mask_token(Path(tokenize_dir), tokenizer_origin(config, "mlm").field)  # before any training starts
-    log = get_run_logger()
-    checkpoint_dir = trainer_loop.checkpoint_dir_for(config.artifacts.root, out)
-    job = trainer_loop.training_job(
-        blocks_dir, tokenize_dir, config.model.mlm, config.train, config.data.block_size, checkpoint_dir
-    )
-    built = ensure_built(
-        out,
-        "train-mlm",
-        job,
-        lambda scratch: trainer_loop.train_in_child("tasks.train_mlm", "train-mlm", job, scratch, log),
-        log,
-    )
-    if built:
-        shutil.rmtree(checkpoint_dir, ignore_errors=True)  # the trained model is published: nothing to resume
+    trainer_loop.train_once("train-mlm", out, blocks_dir, tokenize_dir, config.model.mlm, config, get_run_logger())
     return str(out)
 
 

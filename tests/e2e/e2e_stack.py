@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from uuid import UUID
 
-from lmpipe.config import load_config
+from lmpipe.config_loading import load_config
 from lmpipe.local_services import (
     PROJECT_ROOT,
 )

@@ -13,7 +13,8 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from prefect.client.schemas.sorting import TaskRunSort
 
-from lmpipe.config import PipelineConfig, load_config
+from lmpipe.config import PipelineConfig
+from lmpipe.config_loading import load_config
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lmpipe.config import ConfigError, ModelConfig, PipelineConfig, apply_override, load_config
+from lmpipe.config import ConfigError, ModelConfig, PipelineConfig
+from lmpipe.config_loading import apply_override, load_config
 from lmpipe.pretrained import max_positions_of
 
 CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.yaml"))
@@ -251,7 +252,7 @@ def test_number_like_override_for_a_text_field_is_kept_as_text():
 
 
 def test_yaml_1_1_exponent_without_a_dot_is_a_float():
-    from lmpipe.config import parse_override_value
+    from lmpipe.config_loading import parse_override_value
 
     assert parse_override_value("5e-4") == pytest.approx(5e-4)
     assert parse_override_value("train[:5000]") == "train[:5000]"

@@ -9,7 +9,8 @@ import pytest
 import torch
 from datasets import Dataset, DatasetDict
 
-from lmpipe.config import ModelConfig, load_config
+from lmpipe.config import ModelConfig
+from lmpipe.config_loading import load_config
 from lmpipe.errors import PipelineInputError
 from lmpipe.models import build_base_model
 from tasks.evaluate import eval_collator, eval_set_fingerprint, perplexity_from_loss, token_weighted_loss

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from datasets import Dataset, DatasetDict
 
-from lmpipe.config import load_config
+from lmpipe.config_loading import load_config
 from lmpipe.lineage import block_counts, data_source, git_commit, model_base, tokenizer_hash, upstream_dirs
 
 

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from lmpipe.config import ConfigError, ModelConfig, load_config
+from lmpipe.config import ConfigError, ModelConfig
+from lmpipe.config_loading import load_config
 from lmpipe.models import build_base_model
 from lmpipe.pretrained import objective_problem
 

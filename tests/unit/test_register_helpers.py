@@ -7,7 +7,8 @@ from importlib import metadata
 
 import pytest
 
-from lmpipe.config import PipelineConfig, load_config
+from lmpipe.config import PipelineConfig
+from lmpipe.config_loading import load_config
 from lmpipe.mlflow_run import PIPELINE_TASK, flat_params, pip_requirements
 from tasks.register import registered_name, tracking_uri
 

@@ -9,7 +9,7 @@ import pytest
 from datasets import Dataset, DatasetDict
 from transformers import AutoTokenizer
 
-from lmpipe.config import load_config
+from lmpipe.config_loading import load_config
 from tasks.tokenize_texts import (
     SPECIAL_TOKENS,
     build_tokenizer,
