@@ -137,10 +137,15 @@ def test_a_killed_training_resumes_to_the_same_weights_step_and_loss(workspace, 
 
 
 def kill_training_after_first_checkpoint(checkpoints_root: Path, stop: threading.Event) -> None:
-    """SIGKILL the `python -m tasks.train_clm` process once it has written a checkpoint."""
+    """SIGKILL this test's `python -m tasks.train_clm` process once it has written a checkpoint.
+
+    Only a child of this process: the flow runs in-process here, while other pytest-xdist workers may be
+    training their own models at the same moment.
+    """
+    own_children = ["pgrep", "-P", str(os.getpid()), "-f", "python -m tasks[.]train_clm"]
     while not stop.is_set():
         if any(checkpoints_root.glob("train-clm/*/checkpoint-*")):
-            pids = subprocess.run(["pgrep", "-f", "python -m tasks[.]train_clm"], capture_output=True, text=True).stdout
+            pids = subprocess.run(own_children, capture_output=True, text=True).stdout
             for pid in pids.split():
                 os.kill(int(pid), signal.SIGKILL)
             return
