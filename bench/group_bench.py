@@ -1,35 +1,30 @@
-"""group: our vectorized grouping against the guide's group_texts, side by side, in one run.
+"""group: our Arrow/NumPy grouping against the guide's group_texts, side by side, in one run.
 
-    .venv/bin/python bench/group_bench.py            # or: make bench
-    .venv/bin/python bench/group_bench.py --rows 20000 --repeats 5
+    .venv/bin/python bench/group_bench.py              # or: make bench  (>= 50 MB of token ids)
+    .venv/bin/python bench/group_bench.py --smoke      # seconds: proves the script runs
 
 Both run through `Dataset.map(batched=True)` with the guide's 1000-row batches on the same
-synthetic tokenized data (row lengths drawn like ELI5 answers), and must give identical blocks.
-A second table times one batch as the batch grows, where the guide's `sum(list_of_lists, [])`
-shows its quadratic cost. Figures are medians of `--repeats` runs; this reports, it never fails
-on timing.
+synthetic tokenized data (int32 ids and int8 masks, as our tokenize stage writes them; row lengths
+drawn like ELI5 answers), and must give identical blocks. A second table times one batch as the
+batch grows, where the guide's `sum(list_of_lists, [])` shows its quadratic cost.
+Target: ours >= 20x faster, with identical blocks.
 """
 
 from __future__ import annotations
 
-import argparse
-import os
-import statistics
-import sys
-import time
 from functools import partial
-from pathlib import Path
+from typing import Any
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from benchlib import median_seconds, parser, record, table, verdict
+from datasets import Dataset, DatasetDict, disable_caching
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
-
-from datasets import Dataset, DatasetDict, disable_caching  # noqa: E402
-
-from tasks.group import group_into_blocks, group_splits  # noqa: E402
+from tasks.group import group_into_blocks, group_splits
 
 BLOCK_SIZE = 128
+TARGET_SPEEDUP = 20.0
 
 
 def guide_group_texts(examples):
@@ -44,37 +39,61 @@ def guide_group_texts(examples):
     return result
 
 
-def synthetic_tokenized(rows: int, seed: int = 0) -> DatasetDict:
-    """Rows of token ids with a long-tailed length distribution (median ~150 tokens, like ELI5 answers)."""
+def synthetic_tokenized(id_megabytes: float, seed: int = 0) -> DatasetDict:
+    """At least `id_megabytes` MB of int32 token ids, in rows with a long-tailed length distribution
+    (median ~150 tokens, like ELI5 answers), built as Arrow arrays without Python lists."""
     rng = np.random.default_rng(seed)
-    lengths = np.clip(rng.lognormal(mean=5.0, sigma=0.9, size=rows).astype(int), 1, 4000)
-    ids = [rng.integers(0, 50_000, size=n).tolist() for n in lengths]
-    data = Dataset.from_dict({"input_ids": ids, "attention_mask": [[1] * n for n in lengths]})
-    return DatasetDict(train=data)
+    tokens_wanted = int(id_megabytes * 1e6 / 4)
+    lengths = np.clip(rng.lognormal(mean=5.0, sigma=0.9, size=tokens_wanted // 100 + 10), 1, 4000).astype(np.int32)
+    lengths = lengths[: int(np.searchsorted(np.cumsum(lengths), tokens_wanted)) + 1]
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
+    ids = pa.ListArray.from_arrays(offsets, rng.integers(0, 50_000, size=offsets[-1], dtype=np.int32))
+    mask = pa.ListArray.from_arrays(offsets, np.ones(offsets[-1], dtype=np.int8))
+    return DatasetDict(train=Dataset(pa.table({"input_ids": ids, "attention_mask": mask})))
 
 
-def median_seconds(fn, repeats: int) -> tuple[float, object]:
-    times, result = [], None
-    for _ in range(repeats):
-        started = time.perf_counter()
-        result = fn()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times), result
+def same_blocks(guide: Dataset, ours: Dataset) -> bool:
+    def flat(data: Dataset, column: str) -> pa.Array:
+        return data.data.column(column).combine_chunks().flatten()
 
-
-def dataset_table(rows: int, repeats: int) -> None:
-    tokenized = synthetic_tokenized(rows)
-    tokens = sum(len(x) for x in tokenized["train"]["input_ids"])
-    guide_s, guide = median_seconds(lambda: tokenized.map(guide_group_texts, batched=True), repeats)
-    ours_s, (ours, _) = median_seconds(
-        lambda: group_splits(tokenized, BLOCK_SIZE, "drop", 0, with_labels=True), repeats
+    return len(guide) == len(ours) and all(
+        pc.all(pc.equal(flat(guide, c), flat(ours, c))).as_py() for c in ("input_ids", "attention_mask", "labels")
     )
-    identical = all(guide["train"][c] == ours["train"][c] for c in ("input_ids", "attention_mask", "labels"))
-    print(f"\nDataset.map over {rows:,} rows / {tokens:,} tokens, block_size {BLOCK_SIZE}, median of {repeats}")
-    print(f"{'implementation':<26}{'seconds':>10}{'tokens/s':>16}")
-    print(f"{'guide group_texts':<26}{guide_s:>10.3f}{tokens / guide_s:>16,.0f}")
-    print(f"{'ours group_splits':<26}{ours_s:>10.3f}{tokens / ours_s:>16,.0f}")
-    print(f"speed-up (guide / ours): {guide_s / ours_s:.1f}x   identical blocks: {identical}")
+
+
+def dataset_table(id_megabytes: float, repeats: int) -> dict[str, Any]:
+    tokenized = synthetic_tokenized(id_megabytes)
+    rows = len(tokenized["train"])
+    tokens = int(pc.sum(pc.list_value_length(tokenized["train"].data.column("input_ids"))).as_py())
+    megabytes = tokens * 4 / 1e6
+    guide_s, guide = median_seconds(lambda: tokenized.map(guide_group_texts, batched=True), repeats)
+    ours_s, (ours, _) = median_seconds(lambda: group_splits(tokenized, BLOCK_SIZE, "drop", 0, True), repeats)
+    identical = same_blocks(guide["train"], ours["train"])
+    speedup = guide_s / ours_s
+    print(
+        table(
+            f"\ngroup: Dataset.map(batched=True, batch 1000) over {rows:,} rows, {tokens:,} tokens "
+            f"({megabytes:.1f} MB of int32 ids), block_size {BLOCK_SIZE}, median of {repeats}",
+            ["implementation", "seconds", "tokens/s"],
+            [["guide group_texts", guide_s, tokens / guide_s], ["ours group_splits", ours_s, tokens / ours_s]],
+        )
+    )
+    print(f"ratio (guide / ours): {speedup:.1f}x faster   identical blocks: {identical}")
+    holds = speedup >= TARGET_SPEEDUP and identical
+    print(f"target: >= {TARGET_SPEEDUP:.0f}x faster with identical blocks -> {verdict(holds)}")
+    return {
+        "rows": rows,
+        "tokens": tokens,
+        "id_megabytes": round(megabytes, 1),
+        "block_size": BLOCK_SIZE,
+        "repeats": repeats,
+        "reference_s": round(guide_s, 4),
+        "ours_s": round(ours_s, 4),
+        "speedup": round(speedup, 2),
+        "identical_blocks": identical,
+        "target_speedup": TARGET_SPEEDUP,
+        "target_holds": holds,
+    }
 
 
 def ours_one_batch(batch: list[list[int]], tokens: int):
@@ -82,26 +101,37 @@ def ours_one_batch(batch: list[list[int]], tokens: int):
     return group_into_blocks(flat, np.ones_like(flat), BLOCK_SIZE, "drop", 0)
 
 
-def batch_scaling_table(repeats: int) -> None:
-    print(f"\nOne batch, growing: guide's sum(list, []) vs one NumPy concatenation, median of {repeats}")
-    print(f"{'rows':>8}{'tokens':>12}{'guide s':>12}{'ours s':>12}{'ratio':>10}")
+def batch_scaling_table(repeats: int, sizes: tuple[int, ...]) -> list[dict[str, Any]]:
     rng = np.random.default_rng(1)
-    for rows in (250, 1000, 4000):
+    rows_out, figures = [], []
+    for rows in sizes:
         batch = [rng.integers(0, 50_000, size=150).tolist() for _ in range(rows)]
         tokens = rows * 150
         guide_s, _ = median_seconds(partial(guide_group_texts, {"input_ids": batch}), repeats)
         ours_s, _ = median_seconds(partial(ours_one_batch, batch, tokens), repeats)
-        print(f"{rows:>8,}{tokens:>12,}{guide_s:>12.4f}{ours_s:>12.4f}{guide_s / ours_s:>9.1f}x")
+        rows_out.append([rows, tokens, guide_s, ours_s, f"{guide_s / ours_s:.1f}x"])
+        figures.append({"rows": rows, "reference_s": round(guide_s, 5), "ours_s": round(ours_s, 5)})
+    print(
+        table(
+            f"\nOne batch, growing: guide's sum(list, []) vs one NumPy concatenation, median of {repeats}",
+            ["rows", "tokens", "guide s", "ours s", "ratio"],
+            rows_out,
+        )
+    )
+    return figures
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", type=int, default=10_000)
-    parser.add_argument("--repeats", type=int, default=3)
-    args = parser.parse_args()
+    cli = parser(__doc__.splitlines()[0])
+    cli.add_argument("--id-megabytes", type=float, default=52.0, help="size of the int32 token ids to group")
+    cli.add_argument("--repeats", type=int, default=3)
+    args = cli.parse_args()
+    if args.smoke:
+        args.id_megabytes, args.repeats = 0.4, 1
     disable_caching()  # time the work, not datasets' cache lookups
-    dataset_table(args.rows, args.repeats)
-    batch_scaling_table(args.repeats)
+    result = dataset_table(args.id_megabytes, args.repeats)
+    result["batch_scaling"] = batch_scaling_table(args.repeats, (100, 400) if args.smoke else (250, 1000, 4000))
+    record("group", args, result)
 
 
 if __name__ == "__main__":

@@ -15,13 +15,14 @@ from typing import Any, Literal
 
 import numpy as np
 import pyarrow as pa
-from datasets import Dataset, DatasetDict, disable_caching, load_from_disk
+from datasets import DatasetDict, disable_caching, load_from_disk
 from prefect import get_run_logger, task
 from transformers import AutoTokenizer
 
 from lmpipe.artifacts import artifact_dir, cached_stage, code_version, ensure_built
 from lmpipe.config import Objective, PipelineConfig
 from lmpipe.errors import PipelineInputError
+from tasks.tokenize_texts import total_tokens
 
 _log = logging.getLogger(__name__)
 
@@ -91,11 +92,6 @@ def group_splits(
         for split in grouped
     }
     return grouped, dropped
-
-
-def total_tokens(tokenized: Dataset) -> int:
-    lengths = pa.compute.list_value_length(tokenized.data.column("input_ids"))
-    return int(pa.compute.sum(lengths).as_py() or 0)
 
 
 def group_dataset(

@@ -12,7 +12,9 @@ from transformers import AutoTokenizer
 from lmpipe.config_loading import load_config
 from tasks.tokenize_texts import (
     SPECIAL_TOKENS,
+    FastEncoder,
     build_tokenizer,
+    encoder_for,
     tokenize_output_dir,
     tokenize_splits,
     tokenizer_identity,
@@ -101,6 +103,46 @@ def test_tokenize_splits_keeps_only_ids_and_mask(tiny_tokenizer):
         num_proc=1,
     )
     assert len(long["train"][0]["input_ids"]) > 1024  # no truncation: group re-cuts every token
+
+
+def test_tokenized_columns_are_int32_ids_and_an_int8_mask_as_long_as_the_ids(tiny_tokenizer):
+    tokenized = tokenize_splits(
+        DatasetDict({"train": Dataset.from_dict({"text": SENTENCES}), "test": Dataset.from_dict({"text": ["x"]})}),
+        tiny_tokenizer,
+        num_proc=2,
+    )
+    schema = tokenized["train"].data.schema
+    assert str(schema.field("input_ids").type) == "list<item: int32>"
+    assert str(schema.field("attention_mask").type) == "list<item: int8>"
+    rows = tokenized["train"].to_list()
+    assert [row["input_ids"] for row in rows] == tiny_tokenizer(SENTENCES)["input_ids"]
+    assert [len(row["attention_mask"]) for row in rows] == [len(row["input_ids"]) for row in rows]
+
+
+def test_fast_path_ignores_truncation_saved_in_the_tokenizer_file(tiny_tokenizer, tmp_path):
+    """A tokenizer.json saved with truncation on: tokenizer(texts) turns it off per call, so must we."""
+    tiny_tokenizer.backend_tokenizer.enable_truncation(max_length=8)
+    try:
+        tiny_tokenizer.save_pretrained(str(tmp_path))
+    finally:
+        tiny_tokenizer.backend_tokenizer.no_truncation()
+    assert json.loads((tmp_path / "tokenizer.json").read_text())["truncation"]["max_length"] == 8
+    truncating = AutoTokenizer.from_pretrained(str(tmp_path))
+    encode = encoder_for(truncating, SENTENCES)
+    assert isinstance(encode, FastEncoder)
+    assert encode(SENTENCES) == truncating(SENTENCES)["input_ids"]
+    assert max(len(ids) for ids in encode(SENTENCES)) > 8
+
+
+def test_a_tokenizer_whose_call_differs_from_its_backend_keeps_its_own_call(tiny_tokenizer):
+    class Lowercasing(type(tiny_tokenizer)):
+        def __call__(self, text, **kwargs):
+            return super().__call__([t.lower() for t in text], **kwargs)
+
+    lowercasing = Lowercasing(tokenizer_object=tiny_tokenizer.backend_tokenizer)
+    encode = encoder_for(lowercasing, SENTENCES)
+    assert not isinstance(encode, FastEncoder)
+    assert encode(SENTENCES) == lowercasing(SENTENCES)["input_ids"] != FastEncoder(lowercasing)(SENTENCES)
 
 
 # ---------------------------------------------------------------------------- which tokenizer
