@@ -161,8 +161,6 @@ def texts_of_size(megabytes: float, distinct: list[str]) -> list[str]:
 
 def trained_tokenizer(texts: list[str], vocab_size: int = 4096):
     """The tokenizer the default run trains (byte-level BPE), trained on `texts`."""
-    from datasets import Dataset
-
     from tasks.tokenize_texts import train_bpe_tokenizer
 
-    return train_bpe_tokenizer(Dataset.from_dict({"text": texts}), vocab_size, 2)
+    return train_bpe_tokenizer([texts], vocab_size, 2)

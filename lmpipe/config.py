@@ -162,6 +162,18 @@ class TrainConfig(_Section):
         "many steps; a killed or pre-empted run resumes from the latest one. None: no checkpoints.",
     )
     checkpoints_kept: int = Field(2, ge=1, description="How many of the newest checkpoints to keep while training.")
+    dataloader_workers: int | None = Field(
+        None,
+        ge=0,
+        description="Processes preparing batches while the device computes. None: 0 on CPU (they would take its "
+        "cores), min(4, cores - 1) on CUDA.",
+    )
+    pin_memory: bool | None = Field(
+        None, description="Page-locked host batches for faster, asynchronous copies to the GPU. None: on CUDA only."
+    )
+    compile: bool = Field(
+        False, description="torch.compile the model (GPU pools; compiling costs minutes, so only long runs gain)."
+    )
 
 
 class EvalConfig(_Section):

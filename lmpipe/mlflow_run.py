@@ -131,6 +131,8 @@ def log_training_run(
                 "train_tokens": train_metrics["train_tokens"],
                 "train_runtime_s": train_metrics["train_runtime_s"],
                 "train_tokens_per_s": train_metrics["train_tokens"] / max(train_metrics["train_runtime_s"], 1e-9),
+                # Model FLOPs utilisation, from GPU runs only (see lmpipe.throughput).
+                **({"train_mfu": train_metrics["train_mfu"]} if "train_mfu" in train_metrics else {}),
             }
         )
         log_curves(client, run.info.run_id, model_dir, metrics, train_metrics["train_steps"])

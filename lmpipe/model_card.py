@@ -184,6 +184,13 @@ def _data(facts: CardFacts, config: PipelineConfig) -> str:
     )
 
 
+def _throughput(train_metrics: dict[str, Any]) -> str:
+    """Tokens/s of the training run, and its MFU when it ran on a GPU."""
+    tokens_per_s = train_metrics["train_tokens"] / max(train_metrics["train_runtime_s"], 1e-9)
+    text = f"{tokens_per_s:,.0f} tokens/s over {train_metrics['train_runtime_s']:,.1f} s"
+    return text + (f", MFU {train_metrics['train_mfu']:.1%}" if "train_mfu" in train_metrics else "")
+
+
 def _config_highlights(facts: CardFacts, config: PipelineConfig) -> str:
     train = config.train
     base = facts.lineage["model.base"]
@@ -207,6 +214,7 @@ def _config_highlights(facts: CardFacts, config: PipelineConfig) -> str:
         ),
         ("batch", f"{train.batch_size} x {train.grad_accum} accumulation, seed {train.seed}"),
         ("device", facts.train_metrics.get("device", "?")),
+        ("throughput", _throughput(facts.train_metrics)),
         ("train loss", f"{facts.train_metrics['train_loss']:.4f}"),
     ]
     if facts.objective == "mlm":

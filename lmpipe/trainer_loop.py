@@ -23,7 +23,7 @@ from transformers import (
     TrainingArguments,
 )
 
-from lmpipe import checkpoints
+from lmpipe import checkpoints, throughput
 from lmpipe.artifacts import ensure_built
 from lmpipe.config import ModelConfig, PipelineConfig, TrainConfig
 from lmpipe.devices import DevicePlan
@@ -46,7 +46,13 @@ class LossGuard(TrainerCallback):
 
 
 # Train settings that change what we see or how a run recovers, never the trained weights.
-NOT_TRAINED_BY = {"logging_steps", "checkpoint_steps", "checkpoints_kept"}
+NOT_TRAINED_BY = {"logging_steps", "checkpoint_steps", "checkpoints_kept", "dataloader_workers", "pin_memory"}
+
+
+def dataloader_workers(train: TrainConfig, plan: DevicePlan) -> int:
+    if train.dataloader_workers is not None:
+        return train.dataloader_workers
+    return min(4, plan.cpu_threads - 1) if plan.device == "cuda" else 0
 
 
 def training_arguments(train: TrainConfig, output_dir: Path, plan: DevicePlan) -> TrainingArguments:
@@ -72,7 +78,13 @@ def training_arguments(train: TrainConfig, output_dir: Path, plan: DevicePlan) -
         save_total_limit=None,  # AtomicCheckpointTrainer keeps train.checkpoints_kept complete ones
         report_to=[],  # MLflow logging is the register stage's job
         disable_tqdm=True,  # progress goes to the Prefect log instead
-        dataloader_num_workers=0,
+        # Workers and pinned memory keep a GPU fed; on a CPU the workers would take the cores training needs.
+        dataloader_num_workers=dataloader_workers(train, plan),
+        dataloader_pin_memory=train.pin_memory if train.pin_memory is not None else plan.device == "cuda",
+        # Not persistent: workers start each epoch with the collator's current epoch, so MLM masks stay
+        # those of an uninterrupted single-process run (lmpipe.masking).
+        dataloader_persistent_workers=False,
+        torch_compile=train.compile,
     )
 
 
@@ -109,14 +121,23 @@ def train_and_save(
     result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     trainer.save_model(str(out_dir))
     tokenizer.save_pretrained(str(out_dir))
+    runtime_s = time.perf_counter() - started
     metrics = {
         "train_loss": result.training_loss,
         "train_steps": result.global_step,
         "train_tokens": result.global_step * tokens_per_step,
-        "train_runtime_s": round(time.perf_counter() - started, 2),
+        "train_runtime_s": round(runtime_s, 2),
+        "train_tokens_per_s": round(result.global_step * tokens_per_step / max(runtime_s, 1e-9), 1),
         "parameters": count_parameters(model),
         "device": plan.describe(),
     }
+    if plan.device == "cuda":  # MFU only where there is a measured peak to hold it against
+        per_token, peak = throughput.flops_per_token(model, block_size), throughput.measured_peak_flops()
+        metrics.update(
+            flops_per_token=per_token,
+            peak_flops=peak,
+            train_mfu=round(throughput.mfu(per_token, metrics["train_tokens_per_s"], peak), 4),
+        )
     (out_dir / "train_metrics.json").write_text(json.dumps(metrics, indent=2))
     # The loss and learning-rate curve, one point per logging step, for the MLflow run page.
     history = [

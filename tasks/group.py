@@ -3,26 +3,30 @@
 Rows are grouped in batches of GROUP_BATCH_ROWS, the default batch of the guide's
 `.map(group_texts, batched=True)`, so with remainder='drop' our blocks equal the guide's token
 for token. The concatenation is one NumPy pass over Arrow buffers instead of the guide's
-`sum(list_of_lists, [])`, which is quadratic in the batch's token count.
+`sum(list_of_lists, [])`, which is quadratic in the batch's token count, and the splits are
+streamed from disk to disk (lmpipe.arrow_stream), so memory stays at one batch: ~150x the guide's
+speed on 52 MB of ids (bench/group_bench.py), a 1 GB corpus in bench/memory_bench.py.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from functools import partial
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 import pyarrow as pa
-from datasets import DatasetDict, disable_caching, load_from_disk
+import pyarrow.compute as pc
+from datasets import Dataset, Features, List, Value, load_from_disk
 from prefect import get_run_logger, task
 from transformers import AutoTokenizer
 
+from lmpipe.arrow_stream import map_dataset_dict
 from lmpipe.artifacts import artifact_dir, cached_stage, code_version, ensure_built
 from lmpipe.config import Objective, PipelineConfig
 from lmpipe.errors import PipelineInputError
-from tasks.tokenize_texts import total_tokens
 
 _log = logging.getLogger(__name__)
 
@@ -56,42 +60,71 @@ def labels_for(ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return np.where(mask.astype(bool), ids, IGNORE_INDEX)
 
 
-def _group_batch(
-    batch: pa.Table, block_size: int, remainder: Remainder, pad_id: int, with_labels: bool
-) -> dict[str, Any]:
+BLOCK_FEATURES = Features(
+    {"input_ids": List(Value("int32")), "attention_mask": List(Value("int8")), "labels": List(Value("int32"))}
+)
+
+
+def blocks_table(batch: pa.Table, block_size: int, remainder: Remainder, pad_id: int, with_labels: bool) -> pa.Table:
+    """One batch of tokenized rows -> its blocks, as Arrow list columns built from NumPy (no Python lists)."""
     # list<int> columns -> their flat value buffers: no Python-level concatenation at all.
-    ids = batch.column("input_ids").combine_chunks().flatten().to_numpy()
-    mask = batch.column("attention_mask").combine_chunks().flatten().to_numpy()
+    ids = batch.column("input_ids").combine_chunks().flatten().to_numpy().astype(np.int32, copy=False)
+    mask = batch.column("attention_mask").combine_chunks().flatten().to_numpy().astype(np.int8, copy=False)
     block_ids, block_mask, _ = group_into_blocks(ids, mask, block_size, remainder, pad_id)
-    out = {"input_ids": block_ids, "attention_mask": block_mask}
+    columns = {"input_ids": block_ids, "attention_mask": block_mask}
     if with_labels:
-        out["labels"] = labels_for(block_ids, block_mask)
-    return out
+        columns["labels"] = labels_for(block_ids, block_mask).astype(np.int32, copy=False)
+    return pa.table({name: _list_column(blocks) for name, blocks in columns.items()})
 
 
-def group_splits(
-    tokenized: DatasetDict, block_size: int, remainder: Remainder, pad_id: int, with_labels: bool
-) -> tuple[DatasetDict, dict[str, int]]:
-    """Blocks for every split, and the number of tokens dropped per split."""
-    disable_caching()  # map() would write cache files into the upstream artifact; ours is the cache
-    grouped = (
-        tokenized.with_format("arrow")
-        .map(
-            _group_batch,
-            batched=True,
-            batch_size=GROUP_BATCH_ROWS,
-            fn_kwargs={"block_size": block_size, "remainder": remainder, "pad_id": pad_id, "with_labels": with_labels},
-            remove_columns=tokenized["train"].column_names,
-            desc=f"group into {block_size}-token blocks",
-        )
-        .with_format(None)
+def _list_column(blocks: np.ndarray) -> pa.ListArray:
+    """(rows, width) -> a list<...> column of `rows` lists of `width` values, sharing the array's buffer."""
+    rows, width = blocks.shape
+    offsets = pa.array(np.arange(0, rows * width + 1, width, dtype=np.int32))
+    return pa.ListArray.from_arrays(offsets, pa.array(blocks.reshape(-1)))
+
+
+def planned_blocks(row_tokens: np.ndarray, block_size: int, remainder: Remainder) -> tuple[int, int]:
+    """(blocks, dropped tokens) grouping will give, from the token count of each row: exact, since the
+    remainder is handled per GROUP_BATCH_ROWS batch. Known before anything is written."""
+    starts = np.arange(0, len(row_tokens), GROUP_BATCH_ROWS)
+    batch_tokens = np.add.reduceat(row_tokens, starts) if len(row_tokens) else np.zeros(0, dtype=np.int64)
+    if remainder == "pad":
+        return int((-(-batch_tokens // block_size)).sum()), 0
+    blocks = batch_tokens // block_size
+    return int(blocks.sum()), int((batch_tokens - blocks * block_size).sum())
+
+
+def row_token_counts(tokenized: Dataset) -> np.ndarray:
+    """Tokens per row, read from the list offsets alone (the token ids stay on disk)."""
+    return pc.list_value_length(tokenized.data.column("input_ids")).to_numpy().astype(np.int64)
+
+
+def plan_blocks(tokenized_dir: Path, block_size: int, remainder: Remainder) -> dict[str, dict[str, int]]:
+    """Per split of a saved tokenized dataset: its tokens, and the blocks and dropped tokens grouping gives."""
+    tokenized = load_from_disk(str(tokenized_dir))  # memory-mapped; only the offsets are read
+    report = {}
+    for split in tokenized:
+        row_tokens = row_token_counts(tokenized[split])
+        blocks, dropped = planned_blocks(row_tokens, block_size, remainder)
+        report[split] = {"tokens": int(row_tokens.sum()), "blocks": blocks, "dropped_tokens": dropped}
+    return report
+
+
+def group_saved(
+    tokenized_dir: Path, out_dir: Path, block_size: int, remainder: Remainder, pad_id: int, with_labels: bool
+) -> dict[str, int]:
+    """Stream every split of a saved tokenized dataset into blocks saved in out_dir; returns blocks per split.
+    Memory stays at one batch, whatever the corpus size."""
+    features = BLOCK_FEATURES if with_labels else Features({k: v for k, v in BLOCK_FEATURES.items() if k != "labels"})
+    return map_dataset_dict(
+        tokenized_dir,
+        out_dir,
+        partial(blocks_table, block_size=block_size, remainder=remainder, pad_id=pad_id, with_labels=with_labels),
+        features,
+        GROUP_BATCH_ROWS,
+        columns=["input_ids", "attention_mask"],
     )
-    # Every kept token sits in a block; with 'pad' nothing is dropped, with 'drop' the rest is.
-    dropped = {
-        split: 0 if remainder == "pad" else total_tokens(tokenized[split]) - len(grouped[split]) * block_size
-        for split in grouped
-    }
-    return grouped, dropped
 
 
 def group_dataset(
@@ -101,22 +134,26 @@ def group_dataset(
     with_labels: bool,
     out_dir: Path,
     log: logging.Logger | logging.LoggerAdapter = _log,
-) -> DatasetDict:
-    tokenized = load_from_disk(str(tokenize_dir / "dataset"))
-    pad_id = _pad_id(tokenize_dir) if remainder == "pad" else 0  # only padding needs the tokenizer
-    grouped, dropped = group_splits(tokenized, block_size, remainder, pad_id, with_labels)
+) -> dict[str, dict[str, int]]:
+    """The stage: blocks of the tokenize artifact saved under out_dir/dataset, refused before anything is
+    written when a split would get none; returns the report (blocks and dropped tokens per split)."""
+    plan = plan_blocks(tokenize_dir / "dataset", block_size, remainder)
     for split in ("train", "test"):
-        if len(grouped[split]) == 0:
-            tokens = total_tokens(tokenized[split])
+        if plan[split]["blocks"] == 0:
             raise PipelineInputError(
-                f"data.block_size={block_size}: the {split} split has {tokens} tokens, too few for one block; "
-                "lower data.block_size, set data.remainder=pad, or add data"
+                f"data.block_size={block_size}: the {split} split has {plan[split]['tokens']} tokens, too few for "
+                "one block; lower data.block_size, set data.remainder=pad, or add data"
             )
-    grouped.save_to_disk(str(out_dir / "dataset"))
-    report = {split: {"blocks": len(grouped[split]), "dropped_tokens": dropped[split]} for split in grouped}
+    pad_id = _pad_id(tokenize_dir) if remainder == "pad" else 0  # only padding needs the tokenizer
+    written = group_saved(tokenize_dir / "dataset", out_dir / "dataset", block_size, remainder, pad_id, with_labels)
+    report = {
+        split: {"blocks": plan[split]["blocks"], "dropped_tokens": plan[split]["dropped_tokens"]} for split in plan
+    }
+    if written != {split: report[split]["blocks"] for split in report}:  # the plan and the data must agree
+        raise RuntimeError(f"group: planned {report}, wrote {written} blocks")
     (out_dir / "group_report.json").write_text(json.dumps(report, indent=2))
     log.info(f"group: block_size={block_size}, remainder={remainder}: {report}")
-    return grouped
+    return report
 
 
 def _pad_id(tokenize_dir: Path) -> int:

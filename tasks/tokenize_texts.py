@@ -12,19 +12,24 @@ from __future__ import annotations
 
 import copy
 import logging
-from collections.abc import Callable, Iterator
+import multiprocessing
+import os
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from datasets import Dataset, DatasetDict, disable_caching, load_from_disk
+from datasets import Dataset, Features, List, Value, load_from_disk
 from prefect import get_run_logger, task
 from tokenizers import AddedToken, ByteLevelBPETokenizer
 from tokenizers.processors import RobertaProcessing
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
+from lmpipe.arrow_stream import map_dataset_dict, read_batches
 from lmpipe.artifacts import artifact_dir, cached_stage, code_version, ensure_built, file_digest
 from lmpipe.config import Objective, PipelineConfig
 from lmpipe.devices import available_cores
@@ -88,17 +93,18 @@ def tokenizer_identity(config: PipelineConfig, objective: Objective) -> dict[str
 # ---------------------------------------------------------------------------- building one
 
 
-def _text_batches(texts: Dataset, batch_rows: int = 1000) -> Iterator[list[str]]:
-    for start in range(0, len(texts), batch_rows):
-        yield texts[start : start + batch_rows][TEXT_COLUMN]
+def text_batches(split_dir: Path, batch_rows: int = 1000) -> Iterator[list[str]]:
+    """The texts of a saved split, batch by batch, streamed from disk."""
+    for batch in read_batches(split_dir, batch_rows, [TEXT_COLUMN]):
+        yield batch.column(TEXT_COLUMN).to_pylist()
 
 
-def train_bpe_tokenizer(texts: Dataset, vocab_size: int, min_frequency: int) -> PreTrainedTokenizerFast:
-    """Byte-level BPE trained on `texts`, with RoBERTa-style specials usable for CLM and MLM."""
+def train_bpe_tokenizer(texts: Iterable[list[str]], vocab_size: int, min_frequency: int) -> PreTrainedTokenizerFast:
+    """Byte-level BPE trained on `texts` (batches of strings), with RoBERTa-style specials usable for CLM and MLM."""
     bpe = ByteLevelBPETokenizer()
     specials = [SPECIAL_TOKENS[k] for k in ("bos_token", "pad_token", "eos_token", "unk_token", "mask_token")]
     bpe.train_from_iterator(
-        _text_batches(texts),
+        texts,
         vocab_size=vocab_size,
         min_frequency=min_frequency,
         special_tokens=specials,
@@ -133,7 +139,10 @@ def load_pretrained_tokenizer(name_or_path: str, field: str, revision: str | Non
     return tokenizer
 
 
-def build_tokenizer(config: PipelineConfig, objective: Objective, train_texts: Dataset) -> PreTrainedTokenizerBase:
+def build_tokenizer(
+    config: PipelineConfig, objective: Objective, train_texts: Iterable[list[str]]
+) -> PreTrainedTokenizerBase:
+    """The configured pretrained tokenizer, or a BPE trained on train_texts (batches of strings)."""
     source, revision, field = tokenizer_origin(config, objective)
     if source is None:
         return train_bpe_tokenizer(train_texts, config.tokenizer.vocab_size, config.tokenizer.min_frequency)
@@ -184,23 +193,51 @@ def _encode_batch(batch: pa.Table, encode: Callable[[list[str]], list[list[int]]
     return pa.table({"input_ids": ids, "attention_mask": mask})
 
 
-def tokenize_splits(splits: DatasetDict, tokenizer: PreTrainedTokenizerBase, num_proc: int) -> DatasetDict:
-    """input_ids (int32) and attention_mask (int8) per row; every other column is dropped."""
-    disable_caching()  # map() would write cache files into the upstream artifact; ours is the cache
-    rows = min(len(splits[s]) for s in splits)
-    encode = encoder_for(tokenizer, splits["train"][:64][TEXT_COLUMN])
-    return (
-        splits.with_format("arrow")
-        .map(
-            _encode_batch,
-            batched=True,
-            num_proc=max(1, min(num_proc, rows)),  # more processes than rows only costs start-up time
-            fn_kwargs={"encode": encode},
-            remove_columns=splits["train"].column_names,
-            desc="tokenize",
-        )
-        .with_format(None)
-    )
+TOKENIZED_FEATURES = Features({"input_ids": List(Value("int32")), "attention_mask": List(Value("int8"))})
+_worker_encode: Callable[[list[str]], list[list[int]]] | None = None  # set in each pool process
+
+
+def _start_worker(encode: Callable[[list[str]], list[list[int]]]) -> None:
+    global _worker_encode
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"  # one process per core already
+    _worker_encode = encode
+
+
+def _encode_in_worker(batch: pa.Table) -> pa.Table:
+    assert _worker_encode is not None
+    return _encode_batch(batch, _worker_encode)
+
+
+@contextmanager
+def batch_mapper(encode: Callable[[list[str]], list[list[int]]], num_proc: int) -> Iterator[tuple[Any, Any]]:
+    """(mapper, function) for map_dataset_dict: `num_proc` forked processes encoding batches in order, or
+    this process alone when num_proc is 1."""
+    if num_proc <= 1:
+        yield map, partial(_encode_batch, encode=encode)
+        return
+    # fork, as datasets.map(num_proc) does: the tokenizer is inherited, never pickled per batch.
+    with multiprocessing.get_context("fork").Pool(num_proc, _start_worker, (encode,)) as pool:
+        yield (lambda function, tables: pool.imap(function, tables)), _encode_in_worker
+
+
+def tokenize_saved(
+    flat_dataset_dir: Path, tokenizer: PreTrainedTokenizerBase, num_proc: int, dataset_dir: Path
+) -> dict[str, int]:
+    """The stage's work once the tokenizer exists (what bench/tokenize_bench.py times): every split of the
+    saved flat dataset streamed through the tokenizer into dataset_dir as int32 ids and an int8 mask;
+    returns the tokens per split. Memory stays at a few batches, whatever the corpus size."""
+    sample = next(text_batches(flat_dataset_dir / "train", batch_rows=64), [])
+    encode = encoder_for(tokenizer, sample)
+    with batch_mapper(encode, processes_for(flat_dataset_dir, num_proc)) as (mapper, function):
+        map_dataset_dict(flat_dataset_dir, dataset_dir, function, TOKENIZED_FEATURES, 1000, [TEXT_COLUMN], mapper)
+    tokenized = load_from_disk(str(dataset_dir))  # memory-mapped: counting reads the list offsets only
+    return {split: total_tokens(tokenized[split]) for split in tokenized}
+
+
+def processes_for(flat_dataset_dir: Path, num_proc: int) -> int:
+    """num_proc, but no more processes than 1000-row batches in the largest split: more only cost start-up."""
+    rows = max(len(split) for split in load_from_disk(str(flat_dataset_dir)).values())
+    return max(1, min(num_proc, -(-rows // 1000)))
 
 
 def tokenize_dataset(
@@ -209,26 +246,15 @@ def tokenize_dataset(
     objective: Objective,
     out_dir: Path,
     log: logging.Logger | logging.LoggerAdapter = _log,
-) -> DatasetDict:
-    splits = load_from_disk(str(flat_dir / "dataset"))
-    tokenizer = build_tokenizer(config, objective, splits["train"])
+) -> dict[str, int]:
+    """Build (or load) the tokenizer, save it, and tokenize every split into out_dir; returns tokens per split."""
+    tokenizer = build_tokenizer(config, objective, text_batches(flat_dir / "dataset" / "train"))
     tokenizer.save_pretrained(str(out_dir / "tokenizer"))
-    num_proc = config.data.num_proc or min(available_cores(), 4)
-    tokenized, tokens = tokenize_and_save(splits, tokenizer, num_proc, out_dir / "dataset")
+    num_proc = processes_for(flat_dir / "dataset", config.data.num_proc or min(available_cores(), 4))
+    tokens = tokenize_saved(flat_dir / "dataset", tokenizer, num_proc, out_dir / "dataset")
     source = tokenizer_source(config, objective) or f"BPE trained here (vocab {len(tokenizer)})"
     log.info(f"tokenize: {source}; tokens {tokens} with {num_proc} processes")
-    return tokenized
-
-
-def tokenize_and_save(
-    splits: DatasetDict, tokenizer: PreTrainedTokenizerBase, num_proc: int, dataset_dir: Path
-) -> tuple[DatasetDict, dict[str, int]]:
-    """The stage's work once the tokenizer exists (what bench/tokenize_bench.py times): token ids
-    written as Arrow to dataset_dir, and the token count per split."""
-    tokenized = tokenize_splits(splits, tokenizer, num_proc)
-    tokenized.save_to_disk(str(dataset_dir))
-    # Counted from Arrow's list lengths: the ids never become Python lists (a 1 GB corpus would not fit).
-    return tokenized, {split: total_tokens(tokenized[split]) for split in tokenized}
+    return tokens
 
 
 def total_tokens(tokenized: Dataset) -> int:

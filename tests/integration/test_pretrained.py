@@ -7,7 +7,7 @@ import math
 from pathlib import Path
 
 import pytest
-from datasets import Dataset, load_from_disk
+from datasets import load_from_disk
 from pipeline_probe import registered_versions, tiny_config
 from transformers import AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer
 
@@ -29,7 +29,7 @@ TEXTS = [
 
 def save_pretrained_copy(objective: str, directory: Path) -> Path:
     """A stand-in for a Hub checkpoint: tokenizer + randomly initialised model, saved with save_pretrained."""
-    tokenizer = train_bpe_tokenizer(Dataset.from_dict({"text": TEXTS}), vocab_size=400, min_frequency=2)
+    tokenizer = train_bpe_tokenizer([TEXTS], vocab_size=400, min_frequency=2)
     model = build_base_model(objective, TINY, tokenizer, seed=123, block_size=32)  # seed != train.seed
     model.save_pretrained(directory)
     tokenizer.save_pretrained(directory)

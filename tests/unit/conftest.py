@@ -18,7 +18,6 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from datasets import Dataset
 
 from tasks.tokenize_texts import train_bpe_tokenizer
 
@@ -57,7 +56,7 @@ def tiny_vocab_size() -> int:
 @pytest.fixture(scope="session")
 def tiny_tokenizer(sample_texts):
     """Byte-level BPE (vocab <= 400) with the pipeline's specials, trained once per session."""
-    return train_bpe_tokenizer(Dataset.from_dict({"text": sample_texts}), vocab_size=TINY_VOCAB, min_frequency=2)
+    return train_bpe_tokenizer([sample_texts], vocab_size=TINY_VOCAB, min_frequency=2)
 
 
 @pytest.fixture()

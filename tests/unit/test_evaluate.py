@@ -8,13 +8,13 @@ from pathlib import Path
 import pytest
 import torch
 from datasets import Dataset, DatasetDict
+from grouping import group_splits
 
 from lmpipe.config import ModelConfig
 from lmpipe.config_loading import load_config
 from lmpipe.errors import PipelineInputError
 from lmpipe.models import build_base_model
 from tasks.evaluate import eval_collator, eval_set_fingerprint, perplexity_from_loss, token_weighted_loss
-from tasks.group import group_splits
 
 BLOCK_SIZE = 32
 TINY_MODEL = ModelConfig(n_layers=1, hidden_size=32, n_heads=2, intermediate_size=64, max_positions=64)

@@ -8,11 +8,18 @@ import sys
 import numpy as np
 import pytest
 from datasets import Dataset, DatasetDict, Features, List, Value, load_from_disk
+from grouping import group_splits
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lmpipe.errors import PipelineInputError
-from tasks.group import GROUP_BATCH_ROWS, IGNORE_INDEX, group_dataset, group_into_blocks, group_splits, labels_for
+from tasks.group import (
+    GROUP_BATCH_ROWS,
+    IGNORE_INDEX,
+    group_dataset,
+    group_into_blocks,
+    labels_for,
+)
 
 PAD_ID = 1
 TOKENIZED_FEATURES = Features({"input_ids": List(Value("int32")), "attention_mask": List(Value("int8"))})

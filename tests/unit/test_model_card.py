@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from lmpipe.config import PipelineConfig
 from lmpipe.model_card import DESCRIPTION_LIMIT, CardFacts, _cell, description_of, render
 from lmpipe.promotion import Decision, Standing
@@ -28,7 +30,14 @@ METRICS = {
     "eval_blocks": 240,
     "eval_tokens": 30480,
 }
-TRAIN = {"train_steps": 399, "train_loss": 5.5, "parameters": 1_100_000, "device": "cpu, 2 threads, fp32"}
+TRAIN = {
+    "train_steps": 399,
+    "train_loss": 5.5,
+    "train_tokens": 817_152,
+    "train_runtime_s": 64.0,
+    "parameters": 1_100_000,
+    "device": "cpu, 2 threads, fp32",
+}
 
 
 def facts(objective="clm", samples=None, decision=None):
@@ -52,11 +61,18 @@ def test_the_card_answers_what_it_is_whether_it_is_better_and_how_to_use_it():
     assert "| champion v2 (re-evaluated on this set; 250.50 on its own) | 240.00 |" in card
     assert "from scratch: 2 layers, hidden 128, 4 heads, 1,100,000 parameters" in card
     assert "950 train (121,600 tokens), 240 test (30,720 tokens)" in card
+    assert "| throughput | 12,768 tokens/s over 64.0 s |" in card  # CPU: no MFU
     assert 'load_model("models:/eli5-clm/3")' in card and "lmpipe predict eli5-clm" in card
     # A code fence inside a generation must not close the card's fence.
     assert "```text\nThe json module | encodes ''' things\n```" in card
     # A generation capped by the model's positions says so, right above its text.
     assert "*16 new tokens: what fits the model's positions.*\n\n```text\nA long prompt cut short\n```" in card
+
+
+def test_a_gpu_run_shows_its_mfu_next_to_its_tokens_per_second():
+    gpu_metrics = {**TRAIN, "device": "cuda (NVIDIA H100), bf16", "train_mfu": 0.3712}
+    gpu_facts = dataclasses.replace(facts(), train_metrics=gpu_metrics)
+    assert "| throughput | 12,768 tokens/s over 64.0 s, MFU 37.1% |" in render(gpu_facts, PipelineConfig())
 
 
 def test_an_mlm_card_tables_the_top_fillings_with_escaped_cells():

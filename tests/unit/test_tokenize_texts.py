@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import shutil
+import tempfile
+from pathlib import Path
 
 import pytest
-from datasets import Dataset, DatasetDict
+from datasets import Dataset, DatasetDict, load_from_disk
 from transformers import AutoTokenizer
 
 from lmpipe.config_loading import load_config
@@ -16,7 +18,7 @@ from tasks.tokenize_texts import (
     build_tokenizer,
     encoder_for,
     tokenize_output_dir,
-    tokenize_splits,
+    tokenize_saved,
     tokenizer_identity,
     tokenizer_origin,
     tokenizer_source,
@@ -82,7 +84,17 @@ def test_tokenizer_round_trips_through_save_pretrained(tiny_tokenizer, saved_tok
     assert reloaded(texts)["input_ids"] == tiny_tokenizer(texts)["input_ids"]
 
 
-# ---------------------------------------------------------------------------- tokenize_splits
+# ---------------------------------------------------------------------------- tokenize_saved
+
+
+def tokenize_splits(splits: DatasetDict, tokenizer, num_proc: int) -> DatasetDict:
+    """The stage's path: the flat splits saved, streamed through tokenize_saved, loaded back."""
+    with tempfile.TemporaryDirectory() as scratch:
+        splits.save_to_disk(f"{scratch}/flat")
+        tokens = tokenize_saved(Path(scratch) / "flat", tokenizer, num_proc, Path(scratch) / "tokenized")
+        tokenized = load_from_disk(f"{scratch}/tokenized", keep_in_memory=True)
+    assert tokens == {split: sum(len(ids) for ids in tokenized[split]["input_ids"]) for split in tokenized}
+    return tokenized
 
 
 def test_tokenize_splits_keeps_only_ids_and_mask(tiny_tokenizer):
@@ -105,18 +117,21 @@ def test_tokenize_splits_keeps_only_ids_and_mask(tiny_tokenizer):
     assert len(long["train"][0]["input_ids"]) > 1024  # no truncation: group re-cuts every token
 
 
-def test_tokenized_columns_are_int32_ids_and_an_int8_mask_as_long_as_the_ids(tiny_tokenizer):
+@pytest.mark.parametrize("num_proc", [1, 2])
+def test_tokenized_columns_are_int32_ids_and_an_int8_mask_in_row_order(tiny_tokenizer, sample_texts, num_proc):
+    texts = [f"{i}: {sample_texts[i % len(sample_texts)]}" for i in range(2500)]  # 3 batches: 2 processes work
     tokenized = tokenize_splits(
-        DatasetDict({"train": Dataset.from_dict({"text": SENTENCES}), "test": Dataset.from_dict({"text": ["x"]})}),
+        DatasetDict({"train": Dataset.from_dict({"text": texts}), "test": Dataset.from_dict({"text": ["x"]})}),
         tiny_tokenizer,
-        num_proc=2,
+        num_proc=num_proc,
     )
     schema = tokenized["train"].data.schema
     assert str(schema.field("input_ids").type) == "list<item: int32>"
     assert str(schema.field("attention_mask").type) == "list<item: int8>"
     rows = tokenized["train"].to_list()
-    assert [row["input_ids"] for row in rows] == tiny_tokenizer(SENTENCES)["input_ids"]
+    assert [row["input_ids"] for row in rows] == tiny_tokenizer(texts)["input_ids"]
     assert [len(row["attention_mask"]) for row in rows] == [len(row["input_ids"]) for row in rows]
+    assert all(set(row["attention_mask"]) == {1} for row in rows)
 
 
 def test_fast_path_ignores_truncation_saved_in_the_tokenizer_file(tiny_tokenizer, tmp_path):
@@ -236,13 +251,13 @@ def test_tokenizer_origin_names_the_revision_and_the_field_that_chose_it(overrid
 
 def test_build_tokenizer_loads_a_local_tokenizer(tiny_tokenizer, saved_tokenizer_dir):
     config = config_with(f"tokenizer.pretrained={saved_tokenizer_dir}")
-    tokenizer = build_tokenizer(config, "mlm", Dataset.from_dict({"text": ["unused"]}))
+    tokenizer = build_tokenizer(config, "mlm", [["unused"]])
     assert tokenizer(SENTENCES)["input_ids"] == tiny_tokenizer(SENTENCES)["input_ids"]
 
 
 def test_build_tokenizer_trains_a_bpe_without_a_pretrained_one(sample_texts):
     config = config_with("tokenizer.vocab_size=300")
-    tokenizer = build_tokenizer(config, "clm", Dataset.from_dict({"text": sample_texts[:100]}))
+    tokenizer = build_tokenizer(config, "clm", [sample_texts[:100]])
     assert tokenizer.mask_token == "<mask>"
     assert len(tokenizer) <= 300
 

@@ -1,0 +1,106 @@
+"""Stream a saved dataset split through a function, batch by batch, into a new saved split.
+
+What `Dataset.map` + `save_to_disk` do, with memory bounded by one batch whatever the corpus size:
+- input is read as an Arrow IPC stream from a plain file, not memory-mapped, so pages already
+  processed never count in this process's RSS (a memory map keeps every page it touched);
+- output is written once, straight into the artifact directory (map + save_to_disk writes it
+  twice, and reading it back for the second write touches every page again).
+The directories it writes are the ones `save_to_disk` writes: `load_from_disk` reads them.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict
+from pathlib import Path
+
+import pyarrow as pa
+from datasets import Dataset, Features
+from datasets.arrow_writer import ArrowWriter
+
+DATA_FILE = "data-00000-of-00001.arrow"
+
+
+def split_files(split_dir: Path) -> list[Path]:
+    """The Arrow files of a split saved by save_to_disk (or by this module), in order."""
+    state = json.loads((split_dir / "state.json").read_text())
+    return [split_dir / entry["filename"] for entry in state["_data_files"]]
+
+
+def read_batches(split_dir: Path, rows: int, columns: list[str] | None = None) -> Iterator[pa.Table]:
+    """Consecutive tables of exactly `rows` rows (the last may be shorter), as Dataset.map(batch_size=rows)
+    would see them, read without a memory map."""
+    pending: list[pa.RecordBatch] = []
+    pending_rows = 0
+    for path in split_files(split_dir):
+        with pa.OSFile(str(path)) as source:
+            for batch in pa.ipc.open_stream(source):
+                if columns is not None:
+                    batch = batch.select(columns)
+                pending.append(batch)
+                pending_rows += batch.num_rows
+                while pending_rows >= rows:
+                    table = pa.Table.from_batches(pending)
+                    yield table.slice(0, rows)
+                    rest = table.slice(rows)
+                    pending, pending_rows = rest.to_batches(), rest.num_rows
+    if pending_rows:
+        yield pa.Table.from_batches(pending)
+
+
+def write_split(tables: Iterable[pa.Table], features: Features, split: str, split_dir: Path) -> int:
+    """Write `tables` as one saved split (data file, dataset_info.json, state.json); returns its rows."""
+    split_dir.mkdir(parents=True)
+    with ArrowWriter(features=features, path=str(split_dir / DATA_FILE)) as writer:
+        for table in tables:
+            writer.write_table(table)
+        rows, _ = writer.finalize()
+    written = Dataset.from_file(str(split_dir / DATA_FILE))  # memory-mapped: reads the schema, not the data
+    state = {
+        "_data_files": [{"filename": DATA_FILE}],
+        "_fingerprint": written._fingerprint,
+        "_format_columns": None,
+        "_format_kwargs": {},
+        "_format_type": None,
+        "_output_all_columns": False,
+        "_split": split,
+    }
+    (split_dir / "state.json").write_text(json.dumps(state, indent=2, sort_keys=True))
+    info = asdict(written.info)
+    (split_dir / "dataset_info.json").write_text(json.dumps({key: info[key] for key in sorted(info)}, indent=2))
+    return rows
+
+
+def write_dataset_dict(dataset_dir: Path, splits: list[str]) -> None:
+    """dataset_dict.json last: a directory without it is not a dataset load_from_disk would read."""
+    (dataset_dir / "dataset_dict.json").write_text(json.dumps({"splits": splits}))
+
+
+Mapper = Callable[[Callable[[pa.Table], pa.Table], Iterable[pa.Table]], Iterable[pa.Table]]
+
+
+def map_dataset_dict(
+    in_dir: Path,
+    out_dir: Path,
+    function: Callable[[pa.Table], pa.Table],
+    features: Features,
+    batch_rows: int,
+    columns: list[str] | None = None,
+    mapper: Mapper = map,
+) -> dict[str, int]:
+    """Every split of the saved DatasetDict in_dir, `batch_rows` rows at a time through `function`, saved to
+    out_dir; returns the rows written per split. `mapper` applies it (a process pool's imap, say), in order."""
+    splits = dataset_splits(in_dir)
+    written = {
+        split: write_split(
+            mapper(function, read_batches(in_dir / split, batch_rows, columns)), features, split, out_dir / split
+        )
+        for split in splits
+    }
+    write_dataset_dict(out_dir, splits)
+    return written
+
+
+def dataset_splits(dataset_dir: Path) -> list[str]:
+    return json.loads((dataset_dir / "dataset_dict.json").read_text())["splits"]
