@@ -51,8 +51,10 @@ test-integration: install
 test-e2e: install
 	$(BIN)/python -m pytest -q -rs tests/e2e
 
+# Each prints ours vs the reference side by side and appends to bench/results/<bench>.jsonl (bench/README.md).
+BENCHES := group tokenize train rerun register memory
 bench: install
-	$(BIN)/python bench/group_bench.py
+	set -e; for b in $(BENCHES); do $(BIN)/python bench/$${b}_bench.py; done
 
 constraints: install
 	head -3 constraints.txt > constraints.txt.new

@@ -50,9 +50,14 @@ NOT_TRAINED_BY = {"logging_steps", "checkpoint_steps", "checkpoints_kept", "data
 
 
 def dataloader_workers(train: TrainConfig, plan: DevicePlan) -> int:
+    """Batch-preparing processes: set, or enough to feed a GPU; none on a CPU, whose cores train."""
     if train.dataloader_workers is not None:
         return train.dataloader_workers
-    return min(4, plan.cpu_threads - 1) if plan.device == "cuda" else 0
+    return max(0, min(4, plan.cpu_threads - 1)) if plan.device == "cuda" else 0
+
+
+def pin_memory(train: TrainConfig, plan: DevicePlan) -> bool:
+    return train.pin_memory if train.pin_memory is not None else plan.device == "cuda"
 
 
 def training_arguments(train: TrainConfig, output_dir: Path, plan: DevicePlan) -> TrainingArguments:
@@ -80,7 +85,7 @@ def training_arguments(train: TrainConfig, output_dir: Path, plan: DevicePlan) -
         disable_tqdm=True,  # progress goes to the Prefect log instead
         # Workers and pinned memory keep a GPU fed; on a CPU the workers would take the cores training needs.
         dataloader_num_workers=dataloader_workers(train, plan),
-        dataloader_pin_memory=train.pin_memory if train.pin_memory is not None else plan.device == "cuda",
+        dataloader_pin_memory=pin_memory(train, plan),
         # Not persistent: workers start each epoch with the collator's current epoch, so MLM masks stay
         # those of an uninterrupted single-process run (lmpipe.masking).
         dataloader_persistent_workers=False,
