@@ -4,13 +4,12 @@
 from __future__ import annotations
 
 import errno
-from pathlib import Path
 
 import pytest
-from datasets import DatasetDict
 from pipeline_probe import registered_versions, task_states, tiny_config
 
 from flows.clm import clm_flow
+from lmpipe import arrow_stream
 from lmpipe.artifacts import LOCKS, file_digest, is_complete
 
 pytestmark = pytest.mark.integration
@@ -38,16 +37,19 @@ def test_a_truncated_artifact_is_rebuilt_and_nothing_downstream_is_redone(worksp
 
 def test_a_write_failing_partway_leaves_nothing_a_later_run_trusts(workspace, monkeypatch):
     config = tiny_config(workspace)
-    real_save = DatasetDict.save_to_disk
+    real_write = arrow_stream.write_split
 
-    def disk_full_halfway(self, path, *args, **kwargs):
-        if "/group/" not in str(path):  # the earlier stages write normally
-            return real_save(self, path, *args, **kwargs)
-        Path(path).mkdir(parents=True, exist_ok=True)
-        (Path(path) / "data-00000-of-00001.arrow").write_bytes(b"\0" * 4096)  # what fitted before the disk filled
-        raise OSError(errno.ENOSPC, "No space left on device")
+    def disk_full_halfway(tables, features, split, split_dir):
+        if "/group/" not in str(split_dir):  # the earlier stages write normally
+            return real_write(tables, features, split, split_dir)
 
-    monkeypatch.setattr(DatasetDict, "save_to_disk", disk_full_halfway)
+        def first_batch_then_full():  # a real, partly written Arrow file, then the disk is full
+            yield next(iter(tables))
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        return real_write(first_batch_then_full(), features, split, split_dir)
+
+    monkeypatch.setattr(arrow_stream, "write_split", disk_full_halfway)
     failed = clm_flow(config, return_state=True)
     assert failed.is_failed() and "No space left on device" in failed.message
     artifacts = workspace / "artifacts"
@@ -58,7 +60,7 @@ def test_a_write_failing_partway_leaves_nothing_a_later_run_trusts(workspace, mo
             assert is_complete(artifact), f"{artifact} was published half-written"
     assert registered_versions(config.registry.tracking_uri) == {}
 
-    monkeypatch.setattr(DatasetDict, "save_to_disk", real_save)
+    monkeypatch.setattr(arrow_stream, "write_split", real_write)
     states = states_of(clm_flow(config, return_state=True))
     assert states["tokenize"] == ["Cached"] and states["group"] == ["Completed"]
     assert registered_versions(config.registry.tracking_uri) == {"eli5-clm": [1]}

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+import json
+import subprocess
+import sys
 
 import pytest
 from datasets import Dataset, DatasetDict
@@ -11,11 +13,11 @@ from transformers import GPT2Config, GPT2LMHeadModel, RobertaConfig, RobertaForM
 
 from lmpipe.config import ModelConfig, TrainConfig
 from lmpipe.devices import DevicePlan
+from lmpipe.local_services import PROJECT_ROOT
 from lmpipe.throughput import flops_per_token, mfu
-from lmpipe.trainer_loop import NOT_TRAINED_BY, dataloader_workers, pin_memory, training_arguments
+from lmpipe.trainer_loop import NOT_TRAINED_BY, dataloader_workers, pin_memory, training_arguments, training_job
 from tasks.group import group_saved
 from tasks.tokenize_texts import tokenize_saved
-from tasks.train_mlm import train_masked_lm
 
 # ---------------------------------------------------------------------------- FLOPs per token
 
@@ -88,11 +90,19 @@ def test_mlm_weights_are_the_same_with_or_without_dataloader_workers(tiny_tokeni
     model = ModelConfig(n_layers=1, hidden_size=32, n_heads=2, intermediate_size=64, max_positions=64)
 
     def weights(workers: int) -> dict:
+        """Trained as the task trains: `python -m tasks.train_mlm job.json`, a fresh process that forks its
+        dataloader workers (never forked from this test process and its threads)."""
         out = tmp_path / f"model-{workers}"
         out.mkdir()
         train = TrainConfig(epochs=2, batch_size=8, checkpoint_steps=None, dataloader_workers=workers)
-        train_masked_lm(tmp_path / "blocks", tokenizer_dir, model, train, 32, out, tmp_path / f"checkpoints-{workers}")
-        return load_file(Path(out) / "model.safetensors")
+        job = training_job(str(tmp_path / "blocks"), str(tmp_path / "tokenize"), model, train, 32, tmp_path / "ck")
+        job_file = tmp_path / f"job-{workers}.json"
+        job_file.write_text(json.dumps({**job, "out_dir": str(out)}))
+        finished = subprocess.run(
+            [sys.executable, "-m", "tasks.train_mlm", str(job_file)], capture_output=True, text=True, cwd=PROJECT_ROOT
+        )
+        assert finished.returncode == 0, finished.stdout[-2000:] + finished.stderr[-3000:]
+        return load_file(out / "model.safetensors")
 
     single, with_workers = weights(0), weights(2)
     assert single.keys() == with_workers.keys()
