@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import math
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -69,20 +70,21 @@ class LossRecorder(TrainerCallback):
             self.losses.append(float(logs["loss"]))
 
 
-def reference_run(work: Path, model_config: ModelConfig, train: TrainConfig, block_size: int) -> dict[str, Any]:
-    """The guide's training script, on our blocks and model."""
+def reference_run(
+    work: Path, model_config: ModelConfig, train: TrainConfig, block_size: int, run: int
+) -> dict[str, Any]:
+    """The guide's training script, on our blocks and model: Trainer defaults (fp32 on a GPU too)."""
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(str(work / "tokenize" / "tokenizer"))
     model = build_base_model("clm", model_config, tokenizer, train.seed, block_size)
     training_args = TrainingArguments(
-        output_dir=str(work / "reference"),
+        output_dir=str(work / f"reference-{run}"),
         learning_rate=train.learning_rate,
         weight_decay=train.weight_decay,
         per_device_train_batch_size=train.batch_size,
         max_steps=train.max_steps,
         seed=train.seed,
-        bf16=plan_device(train.precision).precision == "bf16",  # on a GPU the guide's user asks for bf16 too
         logging_steps=train.logging_steps,  # so the losses can be compared; the guide logs every 500
         report_to=[],
     )
@@ -100,11 +102,11 @@ def reference_run(work: Path, model_config: ModelConfig, train: TrainConfig, blo
     return {"seconds": seconds, "losses": recorder.losses}
 
 
-def ours_run(work: Path, model_config: ModelConfig, train: TrainConfig, block_size: int) -> dict[str, Any]:
-    out = work / "ours"
+def ours_run(work: Path, model_config: ModelConfig, train: TrainConfig, block_size: int, run: int) -> dict[str, Any]:
+    out = work / f"ours-{run}"
     out.mkdir()
     metrics = train_causal_lm(
-        work / "blocks", work / "tokenize" / "tokenizer", model_config, train, block_size, out, work / "checkpoints"
+        work / "blocks", work / "tokenize" / "tokenizer", model_config, train, block_size, out, work / f"ck-{run}"
     )
     history = json.loads((out / "train_history.json").read_text())
     return {"seconds": metrics["train_runtime_s"], "losses": [entry["loss"] for entry in history], "metrics": metrics}
@@ -117,9 +119,10 @@ def main() -> None:
     cli.add_argument("--batch-size", type=int, default=16)
     cli.add_argument("--steps", type=int, default=300)
     cli.add_argument("--megabytes", type=float, default=4.0, help="builtin-corpus text to make blocks from")
+    cli.add_argument("--repeats", type=int, default=3, help="runs of each, alternated; medians are reported")
     args = cli.parse_args()
     if args.smoke:
-        args.shape, args.steps, args.megabytes, args.block_size = "tiny", 6, 0.2, 64
+        args.shape, args.steps, args.megabytes, args.block_size, args.repeats = "tiny", 6, 0.2, 64, 1
     model_config = SHAPES[args.shape]
     train = TrainConfig(
         max_steps=args.steps,
@@ -133,8 +136,16 @@ def main() -> None:
     tokens = args.steps * args.batch_size * args.block_size
     with tempfile.TemporaryDirectory(prefix="train-bench-") as scratch:
         work = prepare_blocks(Path(scratch), args.block_size, args.megabytes)
-        reference = reference_run(work, model_config, train, args.block_size)
-        ours = ours_run(work, model_config, train, args.block_size)
+        runs = []  # alternated, so drifts in the machine's speed fall on both alike
+        for run in range(args.repeats):
+            runs.append(
+                (
+                    reference_run(work, model_config, train, args.block_size, run),
+                    ours_run(work, model_config, train, args.block_size, run),
+                )
+            )
+        reference = {"seconds": statistics.median(r["seconds"] for r, _ in runs), "losses": runs[0][0]["losses"]}
+        ours = {"seconds": statistics.median(o["seconds"] for _, o in runs), "losses": runs[0][1]["losses"]}
         if plan.device == "cuda":
             model = build_base_model("clm", model_config, _tokenizer(work), train.seed, args.block_size)
             per_token, peak = flops_per_token(model, args.block_size), measured_peak_flops(torch.bfloat16)
@@ -154,6 +165,7 @@ def main() -> None:
         "block_size": args.block_size,
         "batch_size": args.batch_size,
         "steps": args.steps,
+        "repeats": args.repeats,
         "tokens": tokens,
         "reference_s": round(reference["seconds"], 3),
         "ours_s": round(ours["seconds"], 3),
@@ -174,7 +186,7 @@ def main() -> None:
     print(
         table(
             f"\ntrain: {args.shape} GPT-2, block {args.block_size}, batch {args.batch_size}, {args.steps} steps, "
-            f"{plan.describe()}",
+            f"{plan.describe()}, median of {args.repeats} alternated runs",
             header,
             rows,
         )

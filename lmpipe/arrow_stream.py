@@ -11,6 +11,8 @@ The directories it writes are the ones `save_to_disk` writes: `load_from_disk` r
 from __future__ import annotations
 
 import json
+import logging
+import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict
 from pathlib import Path
@@ -78,6 +80,7 @@ def write_dataset_dict(dataset_dir: Path, splits: list[str]) -> None:
 
 
 Mapper = Callable[[Callable[[pa.Table], pa.Table], Iterable[pa.Table]], Iterable[pa.Table]]
+Progress = Callable[[str, int, int], None]  # (split, rows done, rows in the split)
 
 
 def map_dataset_dict(
@@ -88,18 +91,53 @@ def map_dataset_dict(
     batch_rows: int,
     columns: list[str] | None = None,
     mapper: Mapper = map,
+    report: Progress | None = None,
+    report_every_s: float = 10.0,
 ) -> dict[str, int]:
     """Every split of the saved DatasetDict in_dir, `batch_rows` rows at a time through `function`, saved to
-    out_dir; returns the rows written per split. `mapper` applies it (a process pool's imap, say), in order."""
+    out_dir; returns the rows written per split. `mapper` applies it (a process pool's imap, say), in order;
+    `report` hears how far each split has got, every `report_every_s` seconds and at its end."""
     splits = dataset_splits(in_dir)
-    written = {
-        split: write_split(
-            mapper(function, read_batches(in_dir / split, batch_rows, columns)), features, split, out_dir / split
-        )
-        for split in splits
-    }
+    written = {}
+    for split in splits:
+        tables = mapper(function, read_batches(in_dir / split, batch_rows, columns))
+        if report is not None:
+            tables = reporting(tables, split, split_rows(in_dir / split), report, report_every_s)
+        written[split] = write_split(tables, features, split, out_dir / split)
     write_dataset_dict(out_dir, splits)
     return written
+
+
+def reporting(
+    tables: Iterable[pa.Table], split: str, total: int, report: Progress, every_s: float
+) -> Iterator[pa.Table]:
+    """`tables`, unchanged, calling report(split, rows done, total) at most every `every_s` seconds and at the end."""
+    done, last = 0, time.monotonic()
+    for table in tables:
+        yield table
+        done += table.num_rows
+        if time.monotonic() - last >= every_s:
+            report(split, done, total)
+            last = time.monotonic()
+    report(split, done, total)
+
+
+def logged_progress(log: logging.Logger | logging.LoggerAdapter, stage: str) -> Progress:
+    """A Progress that logs `<stage>: <split> <done>/<total> rows (<percent>)`."""
+
+    def report(split: str, done: int, total: int) -> None:
+        log.info(f"{stage}: {split} {done:,}/{total:,} rows ({done / max(total, 1):.0%})")
+
+    return report
+
+
+def split_rows(split_dir: Path) -> int:
+    """Rows of a saved split, from the Arrow stream's batch headers (no column data is read)."""
+    rows = 0
+    for path in split_files(split_dir):
+        with pa.memory_map(str(path)) as source:
+            rows += sum(batch.num_rows for batch in pa.ipc.open_stream(source))
+    return rows
 
 
 def dataset_splits(dataset_dir: Path) -> list[str]:

@@ -23,7 +23,7 @@ from datasets import Dataset, Features, List, Value, load_from_disk
 from prefect import get_run_logger, task
 from transformers import AutoTokenizer
 
-from lmpipe.arrow_stream import map_dataset_dict
+from lmpipe.arrow_stream import logged_progress, map_dataset_dict
 from lmpipe.artifacts import artifact_dir, cached_stage, code_version, ensure_built
 from lmpipe.config import Objective, PipelineConfig
 from lmpipe.errors import PipelineInputError
@@ -112,7 +112,13 @@ def plan_blocks(tokenized_dir: Path, block_size: int, remainder: Remainder) -> d
 
 
 def group_saved(
-    tokenized_dir: Path, out_dir: Path, block_size: int, remainder: Remainder, pad_id: int, with_labels: bool
+    tokenized_dir: Path,
+    out_dir: Path,
+    block_size: int,
+    remainder: Remainder,
+    pad_id: int,
+    with_labels: bool,
+    log: logging.Logger | logging.LoggerAdapter = _log,
 ) -> dict[str, int]:
     """Stream every split of a saved tokenized dataset into blocks saved in out_dir; returns blocks per split.
     Memory stays at one batch, whatever the corpus size."""
@@ -124,6 +130,7 @@ def group_saved(
         features,
         GROUP_BATCH_ROWS,
         columns=["input_ids", "attention_mask"],
+        report=logged_progress(log, "group"),
     )
 
 
@@ -145,7 +152,9 @@ def group_dataset(
                 "one block; lower data.block_size, set data.remainder=pad, or add data"
             )
     pad_id = _pad_id(tokenize_dir) if remainder == "pad" else 0  # only padding needs the tokenizer
-    written = group_saved(tokenize_dir / "dataset", out_dir / "dataset", block_size, remainder, pad_id, with_labels)
+    written = group_saved(
+        tokenize_dir / "dataset", out_dir / "dataset", block_size, remainder, pad_id, with_labels, log
+    )
     report = {
         split: {"blocks": plan[split]["blocks"], "dropped_tokens": plan[split]["dropped_tokens"]} for split in plan
     }

@@ -29,7 +29,7 @@ from tokenizers import AddedToken, ByteLevelBPETokenizer
 from tokenizers.processors import RobertaProcessing
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
-from lmpipe.arrow_stream import map_dataset_dict, read_batches
+from lmpipe.arrow_stream import logged_progress, map_dataset_dict, read_batches
 from lmpipe.artifacts import artifact_dir, cached_stage, code_version, ensure_built, file_digest
 from lmpipe.config import Objective, PipelineConfig
 from lmpipe.devices import available_cores
@@ -221,7 +221,11 @@ def batch_mapper(encode: Callable[[list[str]], list[list[int]]], num_proc: int) 
 
 
 def tokenize_saved(
-    flat_dataset_dir: Path, tokenizer: PreTrainedTokenizerBase, num_proc: int, dataset_dir: Path
+    flat_dataset_dir: Path,
+    tokenizer: PreTrainedTokenizerBase,
+    num_proc: int,
+    dataset_dir: Path,
+    log: logging.Logger | logging.LoggerAdapter = _log,
 ) -> dict[str, int]:
     """The stage's work once the tokenizer exists (what bench/tokenize_bench.py times): every split of the
     saved flat dataset streamed through the tokenizer into dataset_dir as int32 ids and an int8 mask;
@@ -229,7 +233,16 @@ def tokenize_saved(
     sample = next(text_batches(flat_dataset_dir / "train", batch_rows=64), [])
     encode = encoder_for(tokenizer, sample)
     with batch_mapper(encode, processes_for(flat_dataset_dir, num_proc)) as (mapper, function):
-        map_dataset_dict(flat_dataset_dir, dataset_dir, function, TOKENIZED_FEATURES, 1000, [TEXT_COLUMN], mapper)
+        map_dataset_dict(
+            flat_dataset_dir,
+            dataset_dir,
+            function,
+            TOKENIZED_FEATURES,
+            1000,
+            [TEXT_COLUMN],
+            mapper,
+            report=logged_progress(log, "tokenize"),
+        )
     tokenized = load_from_disk(str(dataset_dir))  # memory-mapped: counting reads the list offsets only
     return {split: total_tokens(tokenized[split]) for split in tokenized}
 
@@ -251,7 +264,7 @@ def tokenize_dataset(
     tokenizer = build_tokenizer(config, objective, text_batches(flat_dir / "dataset" / "train"))
     tokenizer.save_pretrained(str(out_dir / "tokenizer"))
     num_proc = processes_for(flat_dir / "dataset", config.data.num_proc or min(available_cores(), 4))
-    tokens = tokenize_saved(flat_dir / "dataset", tokenizer, num_proc, out_dir / "dataset")
+    tokens = tokenize_saved(flat_dir / "dataset", tokenizer, num_proc, out_dir / "dataset", log)
     source = tokenizer_source(config, objective) or f"BPE trained here (vocab {len(tokenizer)})"
     log.info(f"tokenize: {source}; tokens {tokens} with {num_proc} processes")
     return tokens
