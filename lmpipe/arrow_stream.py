@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict
 from pathlib import Path
@@ -100,22 +101,30 @@ def map_dataset_dict(
     splits = dataset_splits(in_dir)
     written = {}
     for split in splits:
-        tables = mapper(function, read_batches(in_dir / split, batch_rows, columns))
+        read_rows: deque[int] = deque()  # rows of each batch read, in order: outputs may have other counts
+        tables = mapper(function, _counted(read_batches(in_dir / split, batch_rows, columns), read_rows))
         if report is not None:
-            tables = reporting(tables, split, split_rows(in_dir / split), report, report_every_s)
+            tables = reporting(tables, read_rows, split, split_rows(in_dir / split), report, report_every_s)
         written[split] = write_split(tables, features, split, out_dir / split)
     write_dataset_dict(out_dir, splits)
     return written
 
 
+def _counted(batches: Iterable[pa.Table], read_rows: deque[int]) -> Iterator[pa.Table]:
+    for batch in batches:
+        read_rows.append(batch.num_rows)
+        yield batch
+
+
 def reporting(
-    tables: Iterable[pa.Table], split: str, total: int, report: Progress, every_s: float
+    tables: Iterable[pa.Table], read_rows: deque[int], split: str, total: int, report: Progress, every_s: float
 ) -> Iterator[pa.Table]:
-    """`tables`, unchanged, calling report(split, rows done, total) at most every `every_s` seconds and at the end."""
+    """`tables`, unchanged, calling report(split, input rows done, total) at most every `every_s` seconds and at
+    the end. Each output table is one input batch (mappers keep order), whose row count `read_rows` holds."""
     done, last = 0, time.monotonic()
     for table in tables:
         yield table
-        done += table.num_rows
+        done += read_rows.popleft()
         if time.monotonic() - last >= every_s:
             report(split, done, total)
             last = time.monotonic()

@@ -69,3 +69,23 @@ def test_an_empty_split_is_written_with_its_schema(tmp_path):
     )
     loaded = load_from_disk(str(tmp_path / "out"))
     assert len(loaded["test"]) == 0 and loaded["test"].features == FEATURES
+
+
+def test_progress_counts_rows_read_even_when_a_batch_maps_to_fewer_rows(tmp_path):
+    source = saved(tmp_path, 2_437, shards=2)
+    seen: list[tuple[str, int, int]] = []
+    map_dataset_dict(
+        source,
+        tmp_path / "out",
+        lambda batch: batch.select(["n"]).slice(0, 1),  # one row out per batch in, as group makes blocks
+        Features({"n": Value("int64")}),
+        1000,
+        report=lambda split, done, total: seen.append((split, done, total)),
+        report_every_s=0,
+    )
+    assert [s for s in seen if s[0] == "train"] == [
+        ("train", 1000, 2437),
+        ("train", 2000, 2437),
+        ("train", 2437, 2437),
+        ("train", 2437, 2437),
+    ]
