@@ -14,7 +14,7 @@ import platform
 import statistics
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
@@ -79,14 +79,17 @@ def machine() -> dict[str, Any]:
     return description
 
 
+def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
+    """(wall seconds, result) of one call."""
+    started = time.perf_counter()
+    result = fn()
+    return time.perf_counter() - started, result
+
+
 def median_seconds(fn: Callable[[], Any], repeats: int) -> tuple[float, Any]:
     """Median wall time of `repeats` calls, and the last call's result."""
-    times, result = [], None
-    for _ in range(repeats):
-        started = time.perf_counter()
-        result = fn()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times), result
+    runs = [timed(fn) for _ in range(repeats)]
+    return statistics.median(seconds for seconds, _ in runs), runs[-1][1]
 
 
 def table(title: str, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
@@ -147,16 +150,19 @@ def builtin_texts(documents: int = 100_000) -> list[str]:
     return [join_text(doc["answers"]["text"], "answers.text") for doc in builtin_documents(documents)]
 
 
-def texts_of_size(megabytes: float, distinct: list[str]) -> list[str]:
-    """`distinct` repeated (in order) until the UTF-8 size reaches `megabytes`."""
-    texts, size, wanted = [], 0, megabytes * 1e6
+def texts_until(megabytes: float, distinct: Sequence[str]) -> Iterator[str]:
+    """`distinct` repeated (in order) until the UTF-8 size reaches `megabytes`, one text at a time."""
+    size, wanted = 0, megabytes * 1e6
     while size < wanted:
         for text in distinct:
-            texts.append(text)
+            yield text
             size += len(text.encode())
             if size >= wanted:
-                break
-    return texts
+                return
+
+
+def texts_of_size(megabytes: float, distinct: Sequence[str]) -> list[str]:
+    return list(texts_until(megabytes, distinct))
 
 
 def trained_tokenizer(texts: list[str], vocab_size: int = 4096):

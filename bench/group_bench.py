@@ -26,6 +26,7 @@ from benchlib import median_seconds, parser, record, table, verdict
 from datasets import Dataset, DatasetDict, disable_caching, load_from_disk
 
 from tasks.group import group_into_blocks, group_saved
+from tasks.tokenize_texts import total_tokens
 
 BLOCK_SIZE = 128
 TARGET_SPEEDUP = 20.0
@@ -68,7 +69,7 @@ def same_blocks(guide: Dataset, ours: Dataset) -> bool:
 def dataset_table(id_megabytes: float, repeats: int) -> dict[str, Any]:
     tokenized = synthetic_tokenized(id_megabytes)
     rows = len(tokenized["train"])
-    tokens = int(pc.sum(pc.list_value_length(tokenized["train"].data.column("input_ids"))).as_py())
+    tokens = total_tokens(tokenized["train"])
     megabytes = tokens * 4 / 1e6
     with tempfile.TemporaryDirectory(prefix="group-bench-") as scratch:
         source, blocks = Path(scratch) / "tokenized", Path(scratch) / "blocks"

@@ -27,7 +27,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from benchlib import PROJECT_ROOT, builtin_texts, parser, record, table, trained_tokenizer, verdict
+from benchlib import PROJECT_ROOT, builtin_texts, parser, record, table, texts_until, trained_tokenizer, verdict
 
 TARGET_PEAK_GIB = 2.0
 PAGE_KIB = 4
@@ -85,13 +85,8 @@ class PeakSampler(threading.Thread):
 
 
 def corpus_rows(megabytes: float, distinct: tuple[str, ...]) -> Iterator[dict[str, str]]:
-    size, wanted = 0, megabytes * 1e6
-    while size < wanted:
-        for text in distinct:
-            yield {"text": text}
-            size += len(text.encode())
-            if size >= wanted:
-                return
+    for text in texts_until(megabytes, distinct):
+        yield {"text": text}
 
 
 def write_flat_artifact(megabytes: float, distinct: list[str], flat_dir: Path, cache_dir: Path) -> int:

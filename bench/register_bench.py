@@ -21,10 +21,10 @@ import logging
 import shutil
 import statistics
 import tempfile
-import time
+from functools import partial
 from pathlib import Path
 
-from benchlib import PROJECT_ROOT, parser, record, table, verdict
+from benchlib import PROJECT_ROOT, median_seconds, parser, record, table, timed, verdict
 
 TARGET_RATIO = 1.5
 SHAPES = {
@@ -33,12 +33,6 @@ SHAPES = {
     "tiny": ["model.clm.n_layers=1", "model.clm.hidden_size=32", "model.clm.n_heads=2",
              "model.clm.intermediate_size=64", "model.clm.max_positions=128"],
 }  # fmt: skip
-
-
-def timed_seconds(fn) -> float:
-    started = time.perf_counter()
-    fn()
-    return time.perf_counter() - started
 
 
 def warm_store(directory: Path, experiment: str) -> None:
@@ -98,9 +92,7 @@ def main() -> None:
         reference_times, ours_times = [], []
         for repeat in range(args.repeats):
             target = work / f"saved-{repeat}"
-            started = time.perf_counter()
-            model.save_pretrained(str(target))
-            reference_times.append(time.perf_counter() - started)
+            reference_times.append(timed(partial(model.save_pretrained, str(target)))[0])
             shutil.rmtree(target)
 
             store = work / f"store-{repeat}"
@@ -110,18 +102,14 @@ def main() -> None:
                 [*overrides[:-1], f"registry.tracking_uri=sqlite:///{store}/mlflow.db",
                  f"registry.clm_model_name=bench-{repeat}"],
             )  # fmt: skip
-            started = time.perf_counter()
-            register_model("clm", model_dir, eval_dir, repeat_config, quiet)
-            ours_times.append(time.perf_counter() - started)
+            ours_times.append(timed(partial(register_model, "clm", model_dir, eval_dir, repeat_config, quiet))[0])
         # The part of ours that is generation, not registration: the card's sampled outputs.
         from transformers import AutoTokenizer
 
         from lmpipe.model_card import sample_outputs
 
         tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
-        samples_s = statistics.median(
-            timed_seconds(lambda: sample_outputs("clm", model, tokenizer, config.card)) for _ in range(args.repeats)
-        )
+        samples_s, _ = median_seconds(lambda: sample_outputs("clm", model, tokenizer, config.card), args.repeats)
         weights_mb = sum(f.stat().st_size for f in model_dir.glob("*.safetensors")) / 1e6
 
     reference_s, ours_s = statistics.median(reference_times), statistics.median(ours_times)

@@ -15,20 +15,13 @@ from __future__ import annotations
 
 import logging
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
-from benchlib import PROJECT_ROOT, parser, record, table, verdict
+from benchlib import PROJECT_ROOT, parser, record, table, timed, verdict
 
 TARGET_SHARE = 0.05
 NOOP_TASKS = 20
-
-
-def timed(fn, *args) -> tuple[float, Any]:
-    started = time.perf_counter()
-    result = fn(*args)
-    return time.perf_counter() - started, result
 
 
 def per_task_overhead() -> tuple[float, float]:
@@ -50,7 +43,7 @@ def per_task_overhead() -> tuple[float, float]:
 
     empty()  # the first flow run pays for imports and the client
     bare = sorted(timed(empty)[0] for _ in range(3))[1]
-    loaded = sorted(timed(noops, NOOP_TASKS)[0] for _ in range(3))[1]
+    loaded = sorted(timed(lambda: noops(NOOP_TASKS))[0] for _ in range(3))[1]
     return bare, (loaded - bare) / NOOP_TASKS
 
 

@@ -130,7 +130,7 @@ def log_training_run(
                 "train_loss": train_metrics["train_loss"],
                 "train_tokens": train_metrics["train_tokens"],
                 "train_runtime_s": train_metrics["train_runtime_s"],
-                "train_tokens_per_s": train_metrics["train_tokens"] / max(train_metrics["train_runtime_s"], 1e-9),
+                "train_tokens_per_s": train_metrics["train_tokens_per_s"],
                 # Model FLOPs utilisation, from GPU runs only (see lmpipe.throughput).
                 **({"train_mfu": train_metrics["train_mfu"]} if "train_mfu" in train_metrics else {}),
             }

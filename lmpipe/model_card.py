@@ -186,8 +186,7 @@ def _data(facts: CardFacts, config: PipelineConfig) -> str:
 
 def _throughput(train_metrics: dict[str, Any]) -> str:
     """Tokens/s of the training run, and its MFU when it ran on a GPU."""
-    tokens_per_s = train_metrics["train_tokens"] / max(train_metrics["train_runtime_s"], 1e-9)
-    text = f"{tokens_per_s:,.0f} tokens/s over {train_metrics['train_runtime_s']:,.1f} s"
+    text = f"{train_metrics['train_tokens_per_s']:,.0f} tokens/s over {train_metrics['train_runtime_s']:,.1f} s"
     return text + (f", MFU {train_metrics['train_mfu']:.1%}" if "train_mfu" in train_metrics else "")
 
 

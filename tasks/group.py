@@ -18,8 +18,7 @@ from typing import Literal
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
-from datasets import Dataset, Features, List, Value, load_from_disk
+from datasets import Features, List, Value, load_from_disk
 from prefect import get_run_logger, task
 from transformers import AutoTokenizer
 
@@ -27,6 +26,7 @@ from lmpipe.arrow_stream import logged_progress, map_dataset_dict
 from lmpipe.artifacts import artifact_dir, cached_stage, code_version, ensure_built
 from lmpipe.config import Objective, PipelineConfig
 from lmpipe.errors import PipelineInputError
+from tasks.tokenize_texts import row_token_counts
 
 _log = logging.getLogger(__name__)
 
@@ -93,11 +93,6 @@ def planned_blocks(row_tokens: np.ndarray, block_size: int, remainder: Remainder
         return int((-(-batch_tokens // block_size)).sum()), 0
     blocks = batch_tokens // block_size
     return int(blocks.sum()), int((batch_tokens - blocks * block_size).sum())
-
-
-def row_token_counts(tokenized: Dataset) -> np.ndarray:
-    """Tokens per row, read from the list offsets alone (the token ids stay on disk)."""
-    return pc.list_value_length(tokenized.data.column("input_ids")).to_numpy().astype(np.int64)
 
 
 def plan_blocks(tokenized_dir: Path, block_size: int, remainder: Remainder) -> dict[str, dict[str, int]]:

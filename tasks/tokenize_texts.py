@@ -232,7 +232,7 @@ def tokenize_saved(
     returns the tokens per split. Memory stays at a few batches, whatever the corpus size."""
     sample = next(text_batches(flat_dataset_dir / "train", batch_rows=64), [])
     encode = encoder_for(tokenizer, sample)
-    with batch_mapper(encode, processes_for(flat_dataset_dir, num_proc)) as (mapper, function):
+    with batch_mapper(encode, num_proc) as (mapper, function):
         map_dataset_dict(
             flat_dataset_dir,
             dataset_dir,
@@ -270,9 +270,13 @@ def tokenize_dataset(
     return tokens
 
 
+def row_token_counts(tokenized: Dataset) -> np.ndarray:
+    """Tokens per row, read from the list offsets alone (the token ids stay on disk)."""
+    return pc.list_value_length(tokenized.data.column("input_ids")).to_numpy().astype(np.int64)
+
+
 def total_tokens(tokenized: Dataset) -> int:
-    lengths = pc.list_value_length(tokenized.data.column("input_ids"))
-    return int(pc.sum(lengths).as_py() or 0)
+    return int(row_token_counts(tokenized).sum())
 
 
 # ---------------------------------------------------------------------------- task

@@ -35,6 +35,7 @@ TRAIN = {
     "train_loss": 5.5,
     "train_tokens": 817_152,
     "train_runtime_s": 64.0,
+    "train_tokens_per_s": 12768.0,
     "parameters": 1_100_000,
     "device": "cpu, 2 threads, fp32",
 }
