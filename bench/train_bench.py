@@ -120,6 +120,7 @@ def main() -> None:
     cli.add_argument("--steps", type=int, default=300)
     cli.add_argument("--megabytes", type=float, default=4.0, help="builtin-corpus text to make blocks from")
     cli.add_argument("--repeats", type=int, default=3, help="runs of each, alternated; medians are reported")
+    cli.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"], help="ours only")
     args = cli.parse_args()
     if args.smoke:
         args.shape, args.steps, args.megabytes, args.block_size, args.repeats = "tiny", 6, 0.2, 64, 1
@@ -130,6 +131,7 @@ def main() -> None:
         learning_rate=1e-3,
         warmup_ratio=0.0,  # the reference has no warmup: same schedule, same losses
         logging_steps=max(1, args.steps // 10),
+        precision=args.precision,
     )
     plan = plan_device(train.precision)
     torch.set_num_threads(available_cores())

@@ -151,7 +151,9 @@ class TrainConfig(_Section):
         0.15, gt=0, lt=1, description="Share of tokens masked for MLM (0.15 as in the guide)."
     )
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
-        "auto", description="'auto': bf16 on CUDA where supported, else fp16; fp32 on CPU."
+        "auto",
+        description="'auto': bf16 on CUDA where supported, else fp16; on a CPU bf16 where it computes bf16 "
+        "natively (AVX-512 BF16, AMX), else fp32. Evaluation is always fp32.",
     )
     seed: int = Field(42, description="Seed of weight init, shuffling and masking.")
     logging_steps: int = Field(10, ge=1, description="Report progress (loss, tokens/s) every this many steps.")

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from lmpipe.config import Objective, PipelineConfig
+from lmpipe.mlflow_compat import pipeline_classes_resolved
 from lmpipe.secrets import masked
 
 PIPELINE_TASK = {"clm": "text-generation", "mlm": "fill-mask"}
@@ -114,7 +115,6 @@ def log_training_run(
     train_metrics: dict[str, Any],
     config: PipelineConfig,
     lineage: dict[str, str],
-    components: dict[str, Any],
 ) -> tuple[str, str]:
     """One MLflow run with everything but the version; returns (run id, model URI)."""
     import mlflow
@@ -138,13 +138,14 @@ def log_training_run(
         log_curves(client, run.info.run_id, model_dir, metrics, train_metrics["train_steps"])
         mlflow.set_tags({"objective": objective, "device": train_metrics["device"], **lineage})
         log_datasets(config, blocks_dir, lineage)
-        info = mlflow.transformers.log_model(
-            # Loaded components: MLflow 3's local-checkpoint path breaks on transformers 5's lazy
-            # pipeline registry ('str' object has no attribute '__name__').
-            transformers_model=components,
-            task=PIPELINE_TASK[objective],
-            name="model",
-            pip_requirements=pip_requirements(),
-        )
+        with pipeline_classes_resolved():
+            info = mlflow.transformers.log_model(
+                # The saved checkpoint, not loaded components: MLflow copies the files as they are,
+                # instead of loading the model and serializing it again (register needs no model memory).
+                transformers_model=str(model_dir),
+                task=PIPELINE_TASK[objective],
+                name="model",
+                pip_requirements=pip_requirements(),
+            )
         mlflow.set_tag(MODEL_URI_TAG, info.model_uri)  # last: the run is complete and can be registered
     return run.info.run_id, info.model_uri

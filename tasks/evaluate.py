@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import time
 from pathlib import Path
 from typing import Any
 
@@ -28,14 +29,16 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from lmpipe import models
+from lmpipe import model_card, models
 from lmpipe.artifacts import artifact_dir, cached_stage, code_version, ensure_built, fingerprint
 from lmpipe.config import Objective, PipelineConfig
 from lmpipe.devices import plan_device, use_planned_threads
 from lmpipe.errors import PipelineInputError
+from lmpipe.model_card import sample_outputs
 from tasks.group import IGNORE_INDEX
 
 _log = logging.getLogger(__name__)
+SAMPLES_FILE = "samples.json"  # the model card's sampled outputs, next to metrics.json
 
 
 def perplexity_from_loss(loss: float) -> float:
@@ -117,8 +120,9 @@ def evaluate_models(
     blocks_dir: Path,
     config: PipelineConfig,
     log: logging.Logger | logging.LoggerAdapter = _log,
+    trained: PreTrainedModel | None = None,
 ) -> dict[str, Any]:
-    """Perplexity of the trained model in model_dir and of the base model it started from."""
+    """Perplexity of the trained model in model_dir (or `trained`, already loaded) and of its base model."""
     plan = plan_device("fp32")  # evaluate in full precision: the number is what reviewers compare
     use_planned_threads(plan)
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
@@ -129,8 +133,7 @@ def evaluate_models(
     def loss_of(model: PreTrainedModel) -> tuple[float, int]:
         return model_eval_loss(model, tokenizer, test, config, objective, plan.device)
 
-    auto = AutoModelForCausalLM if objective == "clm" else AutoModelForMaskedLM
-    trained_loss, tokens = loss_of(auto.from_pretrained(str(model_dir)))
+    trained_loss, tokens = loss_of(trained if trained is not None else trained_model(objective, model_dir))
     model_config = getattr(config.model, objective)
     base = models.build_base_model(objective, model_config, tokenizer, config.train.seed, config.data.block_size)
     base_loss, _ = loss_of(base)
@@ -164,6 +167,30 @@ def evaluate_models(
     return metrics
 
 
+def trained_model(objective: Objective, model_dir: Path) -> PreTrainedModel:
+    auto = AutoModelForCausalLM if objective == "clm" else AutoModelForMaskedLM
+    return auto.from_pretrained(str(model_dir))
+
+
+def card_samples(
+    objective: Objective,
+    model: PreTrainedModel,
+    model_dir: Path,
+    config: PipelineConfig,
+    log: logging.Logger | logging.LoggerAdapter = _log,
+) -> list[dict[str, Any]]:
+    """The model card's sampled outputs, generated here with the evaluation rather than at registration.
+
+    They describe how the model behaves, as the perplexity does; made here, a register retry never
+    generates them again, and register never needs the model in memory (it logs the saved files).
+    """
+    started = time.perf_counter()
+    # A tokenizer as saved (no pad token set for evaluation), as a reviewer would load it.
+    samples = sample_outputs(objective, model, AutoTokenizer.from_pretrained(str(model_dir)), config.card)
+    log.info(f"evaluate {objective}: {len(samples)} model-card samples in {time.perf_counter() - started:.1f} s")
+    return samples
+
+
 def eval_set_fingerprint(blocks_dir: Path, config: PipelineConfig, objective: Objective) -> str:
     """Identifies the exact evaluation set: two perplexities compare only when this matches.
 
@@ -188,20 +215,27 @@ def evaluate_output_dir(model_dir: str, blocks_dir: str, config: PipelineConfig,
         "model": Path(model_dir).name,
         "eval_set": eval_set_fingerprint(Path(blocks_dir), config, objective),
         "batch_size": config.eval.batch_size,
-        "code": code_version(__file__, models.__file__),
+        "card": config.card.model_dump(mode="json"),  # the samples are part of this artifact
+        "code": code_version(__file__, models.__file__, model_card.__file__),
     }
     return artifact_dir(config.artifacts.root, f"evaluate-{objective}", inputs)
 
 
 @task(name="evaluate", **cached_stage(evaluate_output_dir))
 def evaluate(model_dir: str, blocks_dir: str, config: PipelineConfig, objective: Objective) -> str:
-    """Perplexity of base and trained model on the test blocks; returns the directory holding metrics.json."""
+    """Perplexity of base and trained model on the test blocks, and the model card's samples.
+
+    Returns the directory holding metrics.json and samples.json.
+    """
     out = evaluate_output_dir(model_dir, blocks_dir, config, objective)
     log = get_run_logger()
 
     def build(scratch: Path) -> None:
-        metrics = evaluate_models(objective, Path(model_dir), Path(blocks_dir), config, log)
+        model = trained_model(objective, Path(model_dir))  # loaded once: measured, then sampled (on the CPU)
+        metrics = evaluate_models(objective, Path(model_dir), Path(blocks_dir), config, log, trained=model)
         (scratch / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        samples = card_samples(objective, model, Path(model_dir), config, log)
+        (scratch / SAMPLES_FILE).write_text(json.dumps(samples, indent=2))
 
     ensure_built(out, "evaluate", {"model": model_dir, "blocks": blocks_dir}, build, log)
     return str(out)

@@ -1,7 +1,8 @@
 """register: hand a trained model to MLflow for review, with its perplexity, lineage and model card.
 
 One MLflow run per trained model: the resolved config as params, the metrics and curves, the
-datasets as inputs, and the model in the `transformers` flavor (tokenizer included). Then a
+datasets as inputs, and the model in the `transformers` flavor (tokenizer included), logged from
+train's saved files without loading it. Then a
 model version, tagged with its lineage, described by its model card, and given an alias by the
 champion/challenger gate (lmpipe.promotion).
 
@@ -34,11 +35,11 @@ from lmpipe.mlflow_run import (
     find_logged_run,
     log_training_run,
 )
-from lmpipe.model_card import CardFacts, description_of, render, sample_outputs
+from lmpipe.model_card import CardFacts, description_of, render
 from lmpipe.prefect_reports import mlflow_ui_base, publish_registration
 from lmpipe.promotion import Candidate, Decision, gate
 from lmpipe.secrets import link, mask_url
-from tasks.evaluate import model_eval_loss, perplexity_from_loss, test_blocks
+from tasks.evaluate import SAMPLES_FILE, model_eval_loss, perplexity_from_loss, test_blocks
 from tasks.tokenize_texts import tokenizer_source
 
 _log = logging.getLogger(__name__)
@@ -60,11 +61,12 @@ def registration_key(model_dir: Path, eval_dir: Path) -> str:
     return fingerprint({"model": Path(model_dir).name, "eval": Path(eval_dir).name})
 
 
-def load_components(objective: Objective, model_dir: Path) -> dict[str, Any]:
-    from transformers import AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer
-
-    auto = AutoModelForCausalLM if objective == "clm" else AutoModelForMaskedLM
-    return {"model": auto.from_pretrained(str(model_dir)), "tokenizer": AutoTokenizer.from_pretrained(str(model_dir))}
+def card_samples_of(eval_dir: Path) -> list[dict[str, Any]]:
+    """The samples evaluate generated for the card: register never loads the model to make them."""
+    samples_file = eval_dir / SAMPLES_FILE
+    if not samples_file.is_file():
+        raise PipelineInputError(f"register: {samples_file} is missing; re-run evaluate (its artifact is incomplete)")
+    return json.loads(samples_file.read_text())
 
 
 def flow_run_reference() -> tuple[str | None, str | None]:
@@ -138,7 +140,7 @@ def register_model(
     lineage = lineage_tags(
         config, objective, model_dir, blocks_dir, tokenizer_source(config, objective), flow_run_id, flow_run_url
     )
-    components = load_components(objective, model_dir)
+    samples = card_samples_of(eval_dir)
     if existing is None:
         experiment_id = experiment_id_for(client, config.registry.experiment, uri)
         run = find_logged_run(client, experiment_id, key, log)
@@ -157,7 +159,6 @@ def register_model(
                 train_metrics,
                 config,
                 lineage,
-                components,
             )
         version_tags = {
             KEY_TAG: key,
@@ -181,7 +182,6 @@ def register_model(
         lambda champion: registered_perplexity_on(name, champion, blocks_dir, config, objective),
         log,
     )
-    samples = sample_outputs(objective, components["model"], components["tokenizer"], config.card)
     facts = CardFacts(name, version, objective, metrics, train_metrics, lineage, decision, samples, mask_url(uri))
     publish_card(client, name, version, run_id, render(facts, config), samples, decision)
     log.info(

@@ -123,6 +123,10 @@ def test_each_config_section_reruns_only_the_stages_it_feeds(workspace):
     after_eval = states_after("train.learning_rate=0.002", "eval.max_blocks=16")
     assert after_eval["train-clm"] == cached
     assert after_eval["evaluate"] == after_eval["register"] == {"Completed"}
+    # The model card's samples are made by evaluate: a card setting re-runs it (and register), not training.
+    after_card = states_after("train.learning_rate=0.002", "eval.max_blocks=16", "card.max_new_tokens=8")
+    assert after_card["train-clm"] == cached
+    assert after_card["evaluate"] == after_card["register"] == {"Completed"}
 
 
 def test_curves_review_table_and_predict_from_the_registry(workspace, capsys):

@@ -79,3 +79,14 @@ def test_each_objective_has_a_transformers_pipeline_task():
     assert PIPELINE_TASK == {"clm": "text-generation", "mlm": "fill-mask"}
     # MLflow logs the model under this task name, so it must be one transformers can build.
     assert set(PIPELINE_TASK.values()) <= set(SUPPORTED_TASKS)
+
+
+def test_register_reads_the_card_samples_evaluate_wrote_and_names_a_missing_file(tmp_path):
+    from lmpipe.errors import PipelineInputError
+    from tasks.register import card_samples_of
+
+    (tmp_path / "samples.json").write_text('[{"prompt": "The json module", "generated_text": "The json module is"}]')
+    assert card_samples_of(tmp_path)[0]["generated_text"] == "The json module is"
+    (tmp_path / "samples.json").unlink()
+    with pytest.raises(PipelineInputError, match=r"samples\.json is missing; re-run evaluate"):
+        card_samples_of(tmp_path)

@@ -1,0 +1,81 @@
+"""lmpipe.mlflow_compat: MLflow logs a saved checkpoint on transformers 5, and the shim leaves no trace."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from transformers import pipelines
+
+from lmpipe.config import ModelConfig
+from lmpipe.mlflow_compat import pipeline_classes_resolved
+from lmpipe.mlflow_run import PIPELINE_TASK, pip_requirements
+from lmpipe.models import build_base_model
+
+TINY_MODEL = ModelConfig(n_layers=1, hidden_size=32, n_heads=2, intermediate_size=64, max_positions=64)
+
+
+def test_mlflow_still_needs_the_shim_on_these_versions(tmp_path):
+    """When this fails, MLflow reads transformers 5's pipeline registry itself: delete lmpipe/mlflow_compat.py."""
+    from mlflow.transformers.flavor_config import build_flavor_config_from_local_checkpoint
+
+    (tmp_path / "config.json").write_text('{"architectures": ["GPT2LMHeadModel"]}')
+    with pytest.raises(AttributeError, match="has no attribute '__name__'"):
+        build_flavor_config_from_local_checkpoint(str(tmp_path), "text-generation")
+
+
+def test_inside_check_task_names_the_class_and_after_it_is_transformers_own_again():
+    original = pipelines.check_task
+    with pipeline_classes_resolved():
+        _, targeted, _ = pipelines.check_task("text-generation")
+        assert targeted["impl"] is pipelines.TextGenerationPipeline
+    assert pipelines.check_task is original
+    assert isinstance(pipelines.check_task("text-generation")[1]["impl"], str)  # transformers' registry untouched
+
+
+def test_overlapping_uses_from_two_threads_restore_the_original_once_both_are_done():
+    original = pipelines.check_task
+    first_inside, second_done = threading.Event(), threading.Event()
+
+    def first() -> None:
+        with pipeline_classes_resolved():
+            first_inside.set()
+            second_done.wait(10)
+            assert pipelines.check_task("fill-mask")[1]["impl"] is pipelines.FillMaskPipeline
+
+    thread = threading.Thread(target=first)
+    thread.start()
+    first_inside.wait(10)
+    with pipeline_classes_resolved():
+        assert pipelines.check_task is not original
+    second_done.set()  # the first is still inside: its shim must still be installed
+    thread.join(10)
+    assert pipelines.check_task is original
+
+
+@pytest.mark.parametrize("objective", ["clm", "mlm"])
+def test_a_saved_checkpoint_logs_and_loads_back_as_a_pipeline(objective, tiny_tokenizer, tmp_path):
+    import mlflow
+    import torch
+
+    checkpoint = tmp_path / "model"
+    model = build_base_model(objective, TINY_MODEL, tiny_tokenizer, seed=0, block_size=32)
+    model.save_pretrained(str(checkpoint))
+    tiny_tokenizer.save_pretrained(str(checkpoint))
+    (checkpoint / "train_metrics.json").write_text("{}")  # train's own files travel along, harmlessly
+
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
+    experiment = mlflow.create_experiment("compat", artifact_location=(tmp_path / "store").as_uri())
+    with mlflow.start_run(experiment_id=experiment), pipeline_classes_resolved():
+        info = mlflow.transformers.log_model(
+            transformers_model=str(checkpoint), task=PIPELINE_TASK[objective], name="model",
+            pip_requirements=pip_requirements(),
+        )  # fmt: skip
+
+    loaded = mlflow.transformers.load_model(info.model_uri, return_type="components")
+    assert type(loaded["model"]) is type(model)
+    for name, weight in model.state_dict().items():
+        assert torch.equal(loaded["model"].state_dict()[name], weight), name
+    assert loaded["tokenizer"]("the json module")["input_ids"] == tiny_tokenizer("the json module")["input_ids"]
+    pipeline = mlflow.transformers.load_model(info.model_uri)
+    assert pipeline.task == PIPELINE_TASK[objective]
