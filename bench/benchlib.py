@@ -61,10 +61,11 @@ def memory_gib() -> float | None:
 
 def machine() -> dict[str, Any]:
     """What a figure is only true for: CPU, cores this process may use, memory, GPU, versions."""
-    from lmpipe.devices import available_cores
+    from lmpipe.devices import available_cores, cpu_has_native_bf16
 
     description: dict[str, Any] = {
         "cpu": cpu_model(),
+        "cpu_native_bf16": cpu_has_native_bf16(),  # decides what precision auto trains in on a CPU
         "cores": available_cores(),
         "memory_gib": memory_gib(),
         "platform": platform.platform(),

@@ -1,6 +1,6 @@
 """The MLflow run behind a model version: params, metrics, curves, dataset inputs and the logged model.
 
-A run is tagged with the registration key first and with the logged model's URI last, so a
+A run is created with the registration key and tagged with the logged model's URI last, so a
 register attempt that dies in between is recognised (and never reused) by the next one.
 """
 
@@ -119,8 +119,8 @@ def log_training_run(
     """One MLflow run with everything but the version; returns (run id, model URI)."""
     import mlflow
 
-    with mlflow.start_run(experiment_id=experiment_id, run_name=f"{objective}-{key[:8]}") as run:
-        mlflow.set_tag(KEY_TAG, key)  # first, so that a retry finds this run whatever happens next
+    # Created with its key, so that a retry finds this run whatever happens next.
+    with mlflow.start_run(experiment_id=experiment_id, run_name=f"{objective}-{key[:8]}", tags={KEY_TAG: key}) as run:
         mlflow.log_params(flat_params(masked(config.model_dump(mode="json"))))  # no credentials in params
         mlflow.log_metrics(
             {
