@@ -107,7 +107,7 @@ def main() -> None:
         # Not part of ours any more: evaluate generates the card's samples (they are in eval_dir).
         from tasks.evaluate import card_samples
 
-        samples_s, _ = median_seconds(lambda: card_samples("clm", model, model_dir, config, quiet), args.repeats)
+        samples_s, _ = median_seconds(lambda: card_samples("clm", model_dir, config, quiet), args.repeats)
         weights_mb = sum(f.stat().st_size for f in model_dir.glob("*.safetensors")) / 1e6
 
     reference_s, ours_s = statistics.median(reference_times), statistics.median(ours_times)

@@ -4,6 +4,9 @@ Perplexity = exp(token-weighted mean loss). The Trainer's eval_loss averages per
 which over-weights a short last batch and padded blocks; we sum the loss over every predicted
 token instead. MLM masking uses a fixed seed and a fresh collator per model, so base and
 trained models see the same masks and one model always gets one number.
+
+The model card's sampled outputs are made here too (samples.json beside metrics.json), on the
+CPU: register then only reads them and never loads the model.
 """
 
 from __future__ import annotations
@@ -120,9 +123,8 @@ def evaluate_models(
     blocks_dir: Path,
     config: PipelineConfig,
     log: logging.Logger | logging.LoggerAdapter = _log,
-    trained: PreTrainedModel | None = None,
 ) -> dict[str, Any]:
-    """Perplexity of the trained model in model_dir (or `trained`, already loaded) and of its base model."""
+    """Perplexity of the trained model in model_dir and of the base model it started from."""
     plan = plan_device("fp32")  # evaluate in full precision: the number is what reviewers compare
     use_planned_threads(plan)
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
@@ -133,7 +135,7 @@ def evaluate_models(
     def loss_of(model: PreTrainedModel) -> tuple[float, int]:
         return model_eval_loss(model, tokenizer, test, config, objective, plan.device)
 
-    trained_loss, tokens = loss_of(trained if trained is not None else trained_model(objective, model_dir))
+    trained_loss, tokens = loss_of(trained_model(objective, model_dir))
     model_config = getattr(config.model, objective)
     base = models.build_base_model(objective, model_config, tokenizer, config.train.seed, config.data.block_size)
     base_loss, _ = loss_of(base)
@@ -174,7 +176,6 @@ def trained_model(objective: Objective, model_dir: Path) -> PreTrainedModel:
 
 def card_samples(
     objective: Objective,
-    model: PreTrainedModel,
     model_dir: Path,
     config: PipelineConfig,
     log: logging.Logger | logging.LoggerAdapter = _log,
@@ -186,7 +187,8 @@ def card_samples(
     """
     started = time.perf_counter()
     # A tokenizer as saved (no pad token set for evaluation), as a reviewer would load it.
-    samples = sample_outputs(objective, model, AutoTokenizer.from_pretrained(str(model_dir)), config.card)
+    model, tokenizer = trained_model(objective, model_dir), AutoTokenizer.from_pretrained(str(model_dir))
+    samples = sample_outputs(objective, model, tokenizer, config.card)
     log.info(f"evaluate {objective}: {len(samples)} model-card samples in {time.perf_counter() - started:.1f} s")
     return samples
 
@@ -231,10 +233,11 @@ def evaluate(model_dir: str, blocks_dir: str, config: PipelineConfig, objective:
     log = get_run_logger()
 
     def build(scratch: Path) -> None:
-        model = trained_model(objective, Path(model_dir))  # loaded once: measured, then sampled (on the CPU)
-        metrics = evaluate_models(objective, Path(model_dir), Path(blocks_dir), config, log, trained=model)
+        metrics = evaluate_models(objective, Path(model_dir), Path(blocks_dir), config, log)
         (scratch / "metrics.json").write_text(json.dumps(metrics, indent=2))
-        samples = card_samples(objective, model, Path(model_dir), config, log)
+        # After the perplexity checks (a diverged model is never sampled). Loaded again, from the page
+        # cache, rather than kept: the trained and base models are never in memory together.
+        samples = card_samples(objective, Path(model_dir), config, log)
         (scratch / SAMPLES_FILE).write_text(json.dumps(samples, indent=2))
 
     ensure_built(out, "evaluate", {"model": model_dir, "blocks": blocks_dir}, build, log)

@@ -2,8 +2,8 @@
 
 One MLflow run per trained model: the resolved config as params, the metrics and curves, the
 datasets as inputs, and the model in the `transformers` flavor (tokenizer included), logged from
-train's saved files without loading it. Then a
-model version, tagged with its lineage, described by its model card, and given an alias by the
+train's saved files without loading it. Then a model version, tagged with its lineage, described
+by its model card (with the samples evaluate generated), and given an alias by the
 champion/challenger gate (lmpipe.promotion).
 
 Registration is idempotent and resumable. Its key is derived from the model and evaluation
