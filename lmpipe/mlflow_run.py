@@ -7,11 +7,15 @@ register attempt that dies in between is recognised (and never reused) by the ne
 from __future__ import annotations
 
 import json
+import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from lmpipe.artifacts import MANIFEST
 from lmpipe.config import Objective, PipelineConfig
 from lmpipe.mlflow_compat import pipeline_classes_resolved
 from lmpipe.secrets import masked
@@ -37,6 +41,23 @@ def flat_params(tree: dict[str, Any], prefix: str = "") -> dict[str, str]:
 
 def pip_requirements() -> list[str]:
     return [f"{lib}=={metadata.version(lib)}" for lib in _SERVING_LIBRARIES]
+
+
+# In train's artifact but not part of the model a reviewer loads: our cache manifest, the Trainer's
+# pickled arguments (a pickle has no place in a registry), and records the run already holds as metrics.
+NOT_LOGGED_WITH_THE_MODEL = frozenset({MANIFEST, "training_args.bin", "train_metrics.json", "train_history.json"})
+
+
+@contextmanager
+def model_files_view(model_dir: Path) -> Iterator[Path]:
+    """A directory of symlinks to the model's own files (weights, config, tokenizer), for MLflow to copy."""
+    with tempfile.TemporaryDirectory(prefix="lmpipe-model-") as scratch:
+        view = Path(scratch) / model_dir.name
+        view.mkdir()
+        for path in model_dir.iterdir():
+            if path.name not in NOT_LOGGED_WITH_THE_MODEL:
+                (view / path.name).symlink_to(path.resolve())
+        yield view
 
 
 def curve_points(model_dir: Path, metrics: dict[str, Any], train_steps: int, now: int) -> list[Any]:
@@ -153,11 +174,11 @@ def log_training_run(
             ],
         )
         log_datasets(config, blocks_dir, lineage)
-        with pipeline_classes_resolved():
+        with pipeline_classes_resolved(), model_files_view(model_dir) as checkpoint:
             info = mlflow.transformers.log_model(
                 # The saved checkpoint, not loaded components: MLflow copies the files as they are,
                 # instead of loading the model and serializing it again (register needs no model memory).
-                transformers_model=str(model_dir),
+                transformers_model=str(checkpoint),
                 task=PIPELINE_TASK[objective],
                 name="model",
                 pip_requirements=pip_requirements(),

@@ -1,15 +1,16 @@
-"""lmpipe.mlflow_compat: MLflow logs a saved checkpoint on transformers 5, and the shim leaves no trace."""
+"""lmpipe.mlflow_compat and the model view: MLflow logs a saved checkpoint (model files only) on transformers 5."""
 
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 
 import pytest
 from transformers import pipelines
 
 from lmpipe.config import ModelConfig
 from lmpipe.mlflow_compat import pipeline_classes_resolved
-from lmpipe.mlflow_run import PIPELINE_TASK, pip_requirements
+from lmpipe.mlflow_run import NOT_LOGGED_WITH_THE_MODEL, PIPELINE_TASK, model_files_view, pip_requirements
 from lmpipe.models import build_base_model
 
 TINY_MODEL = ModelConfig(n_layers=1, hidden_size=32, n_heads=2, intermediate_size=64, max_positions=64)
@@ -62,15 +63,22 @@ def test_a_saved_checkpoint_logs_and_loads_back_as_a_pipeline(objective, tiny_to
     model = build_base_model(objective, TINY_MODEL, tiny_tokenizer, seed=0, block_size=32)
     model.save_pretrained(str(checkpoint))
     tiny_tokenizer.save_pretrained(str(checkpoint))
-    (checkpoint / "train_metrics.json").write_text("{}")  # train's own files travel along, harmlessly
+    model_files = {path.name for path in checkpoint.iterdir()}
+    for name in NOT_LOGGED_WITH_THE_MODEL | {"pipeline_config.json"}:  # what train's artifact adds
+        (checkpoint / name).write_text("{}")
 
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
     experiment = mlflow.create_experiment("compat", artifact_location=(tmp_path / "store").as_uri())
-    with mlflow.start_run(experiment_id=experiment), pipeline_classes_resolved():
+    with mlflow.start_run(experiment_id=experiment), pipeline_classes_resolved(), model_files_view(checkpoint) as view:
         info = mlflow.transformers.log_model(
-            transformers_model=str(checkpoint), task=PIPELINE_TASK[objective], name="model",
+            transformers_model=str(view), task=PIPELINE_TASK[objective], name="model",
             pip_requirements=pip_requirements(),
         )  # fmt: skip
+
+    # The model's files and the config that made it, copied (not links); not the manifest, pickle or records.
+    logged = Path(mlflow.artifacts.download_artifacts(artifact_uri=info.model_uri)) / "model"
+    assert {path.name for path in logged.iterdir()} == model_files | {"pipeline_config.json"}
+    assert not any(path.is_symlink() for path in logged.iterdir())
 
     loaded = mlflow.transformers.load_model(info.model_uri, return_type="components")
     assert type(loaded["model"]) is type(model)
