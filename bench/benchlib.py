@@ -40,13 +40,9 @@ _PACKAGES = ("torch", "transformers", "datasets", "tokenizers", "pyarrow", "pref
 
 
 def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    from lmpipe.devices import cpuinfo_value
+
+    return cpuinfo_value("model name") or platform.processor() or platform.machine()
 
 
 def memory_gib() -> float | None:

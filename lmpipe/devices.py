@@ -36,15 +36,24 @@ def available_cores() -> int:
 NATIVE_BF16_CPU_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
 
 
-def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> frozenset[str]:
-    """The CPU's feature flags as Linux reports them; empty elsewhere (macOS, Windows)."""
+CPUINFO = Path("/proc/cpuinfo")
+
+
+def cpuinfo_value(field: str, cpuinfo: Path = CPUINFO) -> str | None:
+    """The first CPU's `field` as Linux's /proc/cpuinfo reports it; None elsewhere (macOS, Windows)."""
     try:
         for line in cpuinfo.read_text().splitlines():
-            if line.startswith("flags"):
-                return frozenset(line.partition(":")[2].split())
+            name, _, value = line.partition(":")
+            if name.strip() == field:
+                return value.strip()
     except OSError:
         pass
-    return frozenset()
+    return None
+
+
+def cpu_flags(cpuinfo: Path = CPUINFO) -> frozenset[str]:
+    """The CPU's feature flags; empty where there is no /proc/cpuinfo."""
+    return frozenset((cpuinfo_value("flags", cpuinfo) or "").split())
 
 
 def cpu_has_native_bf16() -> bool:

@@ -62,7 +62,8 @@ def roberta_config(model: ModelConfig, tokenizer: PreTrainedTokenizerBase) -> Ro
     )
 
 
-def _auto_class(objective: Objective):
+def auto_class(objective: Objective):
+    """The Auto class that loads a model of this objective."""
     return AutoModelForCausalLM if objective == "clm" else AutoModelForMaskedLM
 
 
@@ -73,7 +74,7 @@ def build_base_model(
     set_seed(seed)
     if model.pretrained is None:
         config = gpt2_config(model, tokenizer) if objective == "clm" else roberta_config(model, tokenizer)
-        return _auto_class(objective).from_config(config)
+        return auto_class(objective).from_config(config)
     field = f"model.{objective}.pretrained"
     if not is_local_reference(model.pretrained):
         require_hub(
@@ -99,7 +100,7 @@ def build_base_model(
         raise PipelineInputError(
             f"data.block_size={block_size} is larger than {field}={model.pretrained!r}'s {positions} positions"
         )
-    loaded = _auto_class(objective).from_pretrained(model.pretrained, revision=model.revision, trust_remote_code=False)
+    loaded = auto_class(objective).from_pretrained(model.pretrained, revision=model.revision, trust_remote_code=False)
     if loaded.get_input_embeddings().num_embeddings < len(tokenizer):
         loaded.resize_token_embeddings(len(tokenizer))
     return loaded

@@ -24,8 +24,6 @@ from datasets import Dataset, load_from_disk
 from prefect import get_run_logger, task
 from torch.utils.data import DataLoader
 from transformers import (
-    AutoModelForCausalLM,
-    AutoModelForMaskedLM,
     AutoTokenizer,
     DataCollatorForLanguageModeling,
     PreTrainedModel,
@@ -37,7 +35,6 @@ from lmpipe.artifacts import artifact_dir, cached_stage, code_version, ensure_bu
 from lmpipe.config import Objective, PipelineConfig
 from lmpipe.devices import plan_device, use_planned_threads
 from lmpipe.errors import PipelineInputError
-from lmpipe.model_card import sample_outputs
 from tasks.group import IGNORE_INDEX
 
 _log = logging.getLogger(__name__)
@@ -170,8 +167,7 @@ def evaluate_models(
 
 
 def trained_model(objective: Objective, model_dir: Path) -> PreTrainedModel:
-    auto = AutoModelForCausalLM if objective == "clm" else AutoModelForMaskedLM
-    return auto.from_pretrained(str(model_dir))
+    return models.auto_class(objective).from_pretrained(str(model_dir))
 
 
 def card_samples(
@@ -188,7 +184,7 @@ def card_samples(
     started = time.perf_counter()
     # A tokenizer as saved (no pad token set for evaluation), as a reviewer would load it.
     model, tokenizer = trained_model(objective, model_dir), AutoTokenizer.from_pretrained(str(model_dir))
-    samples = sample_outputs(objective, model, tokenizer, config.card)
+    samples = model_card.sample_outputs(objective, model, tokenizer, config.card)
     log.info(f"evaluate {objective}: {len(samples)} model-card samples in {time.perf_counter() - started:.1f} s")
     return samples
 

@@ -34,22 +34,23 @@ def test_inside_check_task_names_the_class_and_after_it_is_transformers_own_agai
     assert isinstance(pipelines.check_task("text-generation")[1]["impl"], str)  # transformers' registry untouched
 
 
-def test_overlapping_uses_from_two_threads_restore_the_original_once_both_are_done():
+def test_overlapping_uses_from_two_threads_keep_the_shim_until_the_last_one_leaves():
     original = pipelines.check_task
-    first_inside, second_done = threading.Event(), threading.Event()
+    first_inside, first_may_leave, first_left = threading.Event(), threading.Event(), threading.Event()
 
     def first() -> None:
         with pipeline_classes_resolved():
             first_inside.set()
-            second_done.wait(10)
-            assert pipelines.check_task("fill-mask")[1]["impl"] is pipelines.FillMaskPipeline
+            first_may_leave.wait(10)
+        first_left.set()
 
     thread = threading.Thread(target=first)
     thread.start()
-    first_inside.wait(10)
+    assert first_inside.wait(10)
     with pipeline_classes_resolved():
-        assert pipelines.check_task is not original
-    second_done.set()  # the first is still inside: its shim must still be installed
+        first_may_leave.set()
+        assert first_left.wait(10)  # the first has left while this one is still inside
+        assert pipelines.check_task("fill-mask")[1]["impl"] is pipelines.FillMaskPipeline
     thread.join(10)
     assert pipelines.check_task is original
 
