@@ -33,11 +33,12 @@ run: install
 
 # Prefect server + MLflow UI + pools + deployments + a cpu worker, on loopback; Ctrl-C stops it all.
 serve: install
-	$(BIN)/python -m lmpipe.serve
+	$(BIN)/python -m lmpipe.cli.serve
 
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 test: install lint
 	$(BIN)/python -m pytest -q -rs --durations=12 -n 2 --dist loadfile

@@ -40,7 +40,7 @@ _PACKAGES = ("torch", "transformers", "datasets", "tokenizers", "pyarrow", "pref
 
 
 def cpu_model() -> str:
-    from lmpipe.devices import cpuinfo_value
+    from lmpipe.compute.cpu import cpuinfo_value
 
     return cpuinfo_value("model name") or platform.processor() or platform.machine()
 
@@ -57,7 +57,7 @@ def memory_gib() -> float | None:
 
 def machine() -> dict[str, Any]:
     """What a figure is only true for: CPU, cores this process may use, memory, GPU, versions."""
-    from lmpipe.devices import available_cores, cpu_has_native_bf16
+    from lmpipe.compute.cpu import available_cores, cpu_has_native_bf16
 
     description: dict[str, Any] = {
         "cpu": cpu_model(),
@@ -141,8 +141,8 @@ def record(bench: str, args: argparse.Namespace, result: dict[str, Any]) -> Path
 
 def builtin_texts(documents: int = 100_000) -> list[str]:
     """The offline default's texts: each builtin document's answers joined, as flatten joins them."""
-    from lmpipe.builtin_corpus import builtin_documents
-    from tasks.flatten import join_text
+    from lmpipe.data.builtin_corpus import builtin_documents
+    from lmpipe.data.flatten import join_text
 
     return [join_text(doc["answers"]["text"], "answers.text") for doc in builtin_documents(documents)]
 
@@ -164,6 +164,6 @@ def texts_of_size(megabytes: float, distinct: Sequence[str]) -> list[str]:
 
 def trained_tokenizer(texts: list[str], vocab_size: int = 4096):
     """The tokenizer the default run trains (byte-level BPE), trained on `texts`."""
-    from tasks.tokenize_texts import train_bpe_tokenizer
+    from lmpipe.data.tokenizers import train_bpe_tokenizer
 
     return train_bpe_tokenizer([texts], vocab_size, 2)

@@ -107,9 +107,9 @@ CHILD = """
 import json, sys, time
 sys.path.insert(0, {root!r})
 from pathlib import Path
-from lmpipe.config_loading import load_config
-from tasks.tokenize_texts import tokenize_dataset
-from tasks.group import group_dataset
+from lmpipe.config.loading import load_config
+from lmpipe.data.tokenize import tokenize_dataset
+from lmpipe.data.blocks import group_dataset
 work = Path({work!r})
 config = load_config(None, ["tokenizer.pretrained=" + str(work / "tokenizer"), "data.block_size=128"])
 baseline = int(next(l for l in open("/proc/self/status") if l.startswith("VmRSS:")).split()[1])
@@ -118,7 +118,7 @@ started = time.perf_counter()
 tokenize_dataset(work / "flat", config, "clm", work / "tokenize")
 tokenized = time.perf_counter()
 (work / "group").mkdir()
-group_dataset(work / "tokenize", 128, "drop", True, work / "group")
+group_dataset(work / "tokenize", 128, "drop", work / "group")
 print(json.dumps({{"tokenize_s": tokenized - started, "group_s": time.perf_counter() - tokenized,
                   "baseline_kib": baseline}}))
 """

@@ -40,7 +40,7 @@ def warm_store(directory: Path, experiment: str) -> None:
     """An MLflow SQLite store with its schema and our experiment, and nothing registered yet."""
     from mlflow import MlflowClient
 
-    from lmpipe.mlflow_run import experiment_id_for
+    from lmpipe.registry.tracking import experiment_id_for
 
     directory.mkdir()
     uri = f"sqlite:///{directory}/mlflow.db"
@@ -59,8 +59,8 @@ def main() -> None:
     from transformers import AutoModelForCausalLM
 
     from flows.clm import clm_flow
-    from lmpipe.config_loading import load_config
-    from tasks.register import register_model
+    from lmpipe.config.loading import load_config
+    from lmpipe.registry.register import register_model
 
     logging.getLogger("prefect").setLevel(logging.WARNING)
     quiet = logging.getLogger("register-bench")
@@ -103,9 +103,9 @@ def main() -> None:
                 [*overrides[:-1], f"registry.tracking_uri=sqlite:///{store}/mlflow.db",
                  f"registry.clm_model_name=bench-{repeat}"],
             )  # fmt: skip
-            ours_times.append(timed(partial(register_model, "clm", model_dir, eval_dir, repeat_config, quiet))[0])
+            ours_times.append(timed(partial(register_model, "clm", model_dir, eval_dir, repeat_config, log=quiet))[0])
         # Not part of ours any more: evaluate generates the card's samples (they are in eval_dir).
-        from tasks.evaluate import card_samples
+        from lmpipe.evaluation.samples import card_samples
 
         samples_s, _ = median_seconds(lambda: card_samples("clm", model_dir, config, quiet), args.repeats)
         weights_mb = sum(f.stat().st_size for f in model_dir.glob("*.safetensors")) / 1e6

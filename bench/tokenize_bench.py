@@ -23,8 +23,8 @@ from typing import Any
 from benchlib import builtin_texts, median_seconds, parser, record, table, texts_of_size, trained_tokenizer, verdict
 from datasets import Dataset, DatasetDict, disable_caching
 
-from lmpipe.devices import available_cores
-from tasks.tokenize_texts import tokenize_saved
+from lmpipe.compute.cpu import available_cores
+from lmpipe.data.tokenize import tokenize_saved
 
 TARGET_RATIO = 0.8
 

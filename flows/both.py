@@ -1,27 +1,26 @@
 """Both models, sharing the data stages:
 
-    download -> flatten -> tokenize -> group(clm) -> train-clm -> evaluate -> register
-                              \\-> tokenize -> group(mlm) -> train-mlm -> evaluate -> register
+    download -> flatten -> tokenize -> group -> train-clm -> evaluate -> register
+                              \\-> tokenize -> group -> train-mlm -> evaluate -> register
 
-The second tokenize is a cache hit whenever both models use the same tokenizer, so the
-tokenized dataset is shared. This is the default flow of `make run`:
+The second tokenize and group are cache hits whenever both models use the same tokenizer, so
+the tokenized dataset and the blocks are shared. This is the default flow of `make run`:
 
     python flows/both.py --config configs/default.yaml
 """
 
 from prefect import flow
 
-from lmpipe.config import PipelineConfig
-from lmpipe.path_guard import require_allowed_paths
-from lmpipe.prefect_reports import publish_registrations_table
+from lmpipe.config.paths import require_allowed_paths
+from lmpipe.config.schema import PipelineConfig
+from lmpipe.orchestration.reports import publish_registrations_table
 from tasks.download import download
 from tasks.evaluate import evaluate
 from tasks.flatten import flatten
 from tasks.group import group
 from tasks.register import register
-from tasks.tokenize_texts import tokenize
-from tasks.train_clm import train_clm
-from tasks.train_mlm import train_mlm
+from tasks.tokenize import tokenize
+from tasks.train import train_clm, train_mlm
 
 
 @flow(name="both")
@@ -32,12 +31,12 @@ def both_flow(config: PipelineConfig = PipelineConfig()) -> list[str]:
     flat = flatten(raw, config)
 
     clm_tokens = tokenize(flat, config, "clm")
-    clm_blocks = group(clm_tokens, config, "clm")
+    clm_blocks = group(clm_tokens, config)
     clm_model = train_clm(clm_blocks, clm_tokens, config)
     clm_metrics = evaluate(clm_model, clm_blocks, config, "clm")
 
     mlm_tokens = tokenize(flat, config, "mlm")
-    mlm_blocks = group(mlm_tokens, config, "mlm")
+    mlm_blocks = group(mlm_tokens, config)
     mlm_model = train_mlm(mlm_blocks, mlm_tokens, config)
     mlm_metrics = evaluate(mlm_model, mlm_blocks, config, "mlm")
 
@@ -48,8 +47,6 @@ def both_flow(config: PipelineConfig = PipelineConfig()) -> list[str]:
 
 
 if __name__ == "__main__":
-    import sys
+    from lmpipe.cli.main import run_from_script
 
-    from lmpipe.cli import main
-
-    sys.exit(main(["run", "both", *sys.argv[1:]]))
+    run_from_script("both")

@@ -1,21 +1,32 @@
-"""Errors that mean 'the input is wrong': reported in one line, never retried."""
+"""Every error type the pipeline raises on purpose, and which of them mean "the input is wrong".
+
+Input errors are reported in one line naming the field, and never retried: the same input
+fails the same way again. Everything else (a lost connection, a full disk) may be transient.
+"""
+
+
+class ConfigError(ValueError):
+    """A config that cannot run, found before any work starts; one line naming the field and the value."""
 
 
 class PipelineInputError(ValueError):
     """Bad data or config found while running; the message names the field and the problem."""
 
 
+class HubUnreachableError(RuntimeError):
+    """The Hugging Face Hub is needed and cannot be reached; the message names the alternatives."""
+
+
+class TrainingFailed(RuntimeError):
+    """The training process exited non-zero; the message carries the end of its output."""
+
+
+class TemporaryServerFailed(RuntimeError):
+    """The temporary Prefect server a local run needs did not come up; the message says what to do instead."""
+
+
+INPUT_ERRORS = (ConfigError, PipelineInputError, HubUnreachableError)
+
+
 def is_input_error(exception: BaseException | None) -> bool:
-    from lmpipe.config import ConfigError
-    from lmpipe.hub import HubUnreachableError
-
-    return isinstance(exception, (PipelineInputError, ConfigError, HubUnreachableError))
-
-
-def retry_unless_input_error(_task, _task_run, state) -> bool:
-    """Prefect retry_condition_fn: retry I/O hiccups, but not inputs that will fail the same way again."""
-    try:
-        state.result()
-    except Exception as exception:  # noqa: BLE001 - we classify whatever the task raised
-        return not is_input_error(exception)
-    return False
+    return isinstance(exception, INPUT_ERRORS)

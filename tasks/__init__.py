@@ -1,1 +1,2 @@
-"""The eight pipeline stages, one per module; each module's logic is in plain typed functions."""
+"""The eight pipeline stages as Prefect tasks, one module each: the stage's cache key and a thin @task
+around a function of the lmpipe package. No task imports another."""

@@ -2,95 +2,37 @@
 
 from __future__ import annotations
 
-import json
-import logging
 from pathlib import Path
-from typing import Any
 
-from datasets import DatasetDict, disable_caching, load_from_disk
-from prefect import get_run_logger, task
+from prefect import task
 
-from lmpipe.artifacts import artifact_dir, cached_stage, code_version, ensure_built
-from lmpipe.config import PipelineConfig
-from lmpipe.errors import PipelineInputError
+from lmpipe.config.schema import PipelineConfig
+from lmpipe.orchestration.caching import build_stage, cached_stage
+from lmpipe.store.code_version import code_version
+from lmpipe.store.keys import artifact_dir
 
-_log = logging.getLogger(__name__)
-
-TEXT_COLUMN = "text"
-
-
-def join_text(value: Any, field: str) -> str:
-    """A string stays as is; a list of strings is joined with spaces (the guide's ' '.join)."""
-    if value is None:
-        return ""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, list) and all(isinstance(item, str) or item is None for item in value):
-        return " ".join(item for item in value if item)
-    raise PipelineInputError(
-        f"data.text_field={field!r} holds {type(value).__name__} values; it must be a string or a list of strings"
-    )
-
-
-def _join_batch(batch: dict[str, list[Any]], field: str) -> dict[str, list[str]]:
-    return {TEXT_COLUMN: [join_text(value, field) for value in batch[field]]}
-
-
-def flatten_and_join(splits: DatasetDict, text_field: str) -> DatasetDict:
-    """Dataset.flatten (nested -> dotted columns), then put the joined text field in column 'text'."""
-    disable_caching()  # map() would write cache files into the upstream artifact; ours is the cache
-    flat = splits.flatten()
-    columns = flat["train"].column_names
-    if text_field not in columns:
-        raise PipelineInputError(
-            f"data.text_field={text_field!r} is not a column after flatten; columns are: {', '.join(columns)}"
-        )
-    joined = flat.map(
-        _join_batch,
-        batched=True,
-        fn_kwargs={"field": text_field},
-        desc=f"join {text_field}",
-        # 'text' may already exist (plain-text files); the joined version replaces it.
-        remove_columns=[TEXT_COLUMN] if TEXT_COLUMN in columns else None,
-    )
-    return joined.filter(_has_text, batched=True, desc="drop empty texts")
-
-
-def _has_text(batch: dict[str, list[Any]]) -> list[bool]:
-    return [bool(text.strip()) for text in batch[TEXT_COLUMN]]
-
-
-def flatten_dataset(
-    download_dir: Path, text_field: str, out_dir: Path, log: logging.Logger | logging.LoggerAdapter = _log
-) -> DatasetDict:
-    splits = load_from_disk(str(download_dir / "dataset"))
-    flat = flatten_and_join(splits, text_field)
-    for split in ("train", "test"):
-        if len(flat[split]) == 0:
-            raise PipelineInputError(f"data.text_field={text_field!r}: every row of the {split} split has empty text")
-    flat.save_to_disk(str(out_dir / "dataset"))
-    dropped = {s: len(splits[s]) - len(flat[s]) for s in ("train", "test")}
-    report = {s: {"rows": len(flat[s]), "dropped_empty_rows": dropped[s]} for s in ("train", "test")}
-    (out_dir / "flatten_report.json").write_text(json.dumps(report, indent=2))
-    log.info(f"flatten: columns {flat['train'].column_names}; dropped empty rows {dropped}")
-    return flat
+LIBRARIES = ("datasets", "pyarrow")  # the libraries that shape this stage's output
 
 
 def flatten_output_dir(download_dir: str, config: PipelineConfig) -> Path:
-    inputs = {"upstream": Path(download_dir).name, "text_field": config.data.text_field, "code": code_version(__file__)}
+    inputs = {
+        "upstream": Path(download_dir).name,
+        "text_field": config.data.text_field,
+        "code": code_version(__name__, LIBRARIES),
+    }
     return artifact_dir(config.artifacts.root, "flatten", inputs)
 
 
 @task(name="flatten", **cached_stage(flatten_output_dir))
 def flatten(download_dir: str, config: PipelineConfig) -> str:
     """Flatten nested columns and join the text field; returns the artifact directory."""
-    out = flatten_output_dir(download_dir, config)
-    log = get_run_logger()
-    ensure_built(
-        out,
+    # Imported here, not at the top: a cached run computes keys only, and never loads the work's libraries.
+    from lmpipe.data.flatten import flatten_dataset
+
+    field = config.data.text_field
+    return build_stage(
+        flatten_output_dir(download_dir, config),
         "flatten",
-        {"upstream": download_dir, "text_field": config.data.text_field},
-        lambda scratch: flatten_dataset(Path(download_dir), config.data.text_field, scratch, log),
-        log,
+        {"upstream": download_dir, "text_field": field},
+        lambda scratch, log: flatten_dataset(Path(download_dir), field, scratch, log),
     )
-    return str(out)

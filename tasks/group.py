@@ -1,199 +1,42 @@
 """group: concatenate token ids and cut them into block_size blocks.
 
-Rows are grouped in batches of GROUP_BATCH_ROWS, the default batch of the guide's
-`.map(group_texts, batched=True)`, so with remainder='drop' our blocks equal the guide's token
-for token. The concatenation is one NumPy pass over Arrow buffers instead of the guide's
-`sum(list_of_lists, [])`, which is quadratic in the batch's token count, and the splits are
-streamed from disk to disk (lmpipe.arrow_stream), so memory stays at one batch: ~150x the guide's
-speed on 52 MB of ids (bench/group_bench.py), a 1 GB corpus in bench/memory_bench.py.
+One blocks artifact per tokenized dataset and block size, read by whichever model trains on it.
 """
 
 from __future__ import annotations
 
-import json
-import logging
-from functools import partial
 from pathlib import Path
-from typing import Literal
 
-import numpy as np
-import pyarrow as pa
-from datasets import Features, List, Value, load_from_disk
-from prefect import get_run_logger, task
-from transformers import AutoTokenizer
+from prefect import task
 
-from lmpipe.arrow_stream import logged_progress, map_dataset_dict
-from lmpipe.artifacts import artifact_dir, cached_stage, code_version, ensure_built
-from lmpipe.config import Objective, PipelineConfig
-from lmpipe.errors import PipelineInputError
-from tasks.tokenize_texts import row_token_counts
+from lmpipe.config.schema import PipelineConfig
+from lmpipe.orchestration.caching import build_stage, cached_stage
+from lmpipe.store.code_version import code_version
+from lmpipe.store.keys import artifact_dir
 
-_log = logging.getLogger(__name__)
-
-GROUP_BATCH_ROWS = 1000  # the guide's .map default; the remainder is dropped per batch, as there
-IGNORE_INDEX = -100  # label value the loss skips (padding)
-Remainder = Literal["drop", "pad"]
+LIBRARIES = ("numpy", "pyarrow")  # the libraries that shape this stage's output
 
 
-def group_into_blocks(
-    input_ids: np.ndarray, attention_mask: np.ndarray, block_size: int, remainder: Remainder, pad_id: int
-) -> tuple[np.ndarray, np.ndarray, int]:
-    """Cut one flat token stream into (blocks, block_size) arrays; returns (ids, mask, dropped_tokens).
-
-    input_ids, attention_mask: (tokens,) -> (blocks, block_size) each.
-    """
-    tokens = len(input_ids)
-    full = tokens // block_size * block_size
-    if remainder == "drop" or full == tokens:
-        ids, mask = input_ids[:full], attention_mask[:full]
-        dropped = tokens - full
-    else:
-        padding = full + block_size - tokens
-        ids = np.concatenate([input_ids, np.full(padding, pad_id, dtype=input_ids.dtype)])
-        mask = np.concatenate([attention_mask, np.zeros(padding, dtype=attention_mask.dtype)])
-        dropped = 0
-    return ids.reshape(-1, block_size), mask.reshape(-1, block_size), dropped
-
-
-def labels_for(ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """CLM labels are the inputs (the model shifts them); padding is ignored by the loss."""
-    return np.where(mask.astype(bool), ids, IGNORE_INDEX)
-
-
-BLOCK_FEATURES = Features(
-    {"input_ids": List(Value("int32")), "attention_mask": List(Value("int8")), "labels": List(Value("int32"))}
-)
-
-
-def blocks_table(batch: pa.Table, block_size: int, remainder: Remainder, pad_id: int, with_labels: bool) -> pa.Table:
-    """One batch of tokenized rows -> its blocks, as Arrow list columns built from NumPy (no Python lists)."""
-    # list<int> columns -> their flat value buffers: no Python-level concatenation at all.
-    ids = batch.column("input_ids").combine_chunks().flatten().to_numpy().astype(np.int32, copy=False)
-    mask = batch.column("attention_mask").combine_chunks().flatten().to_numpy().astype(np.int8, copy=False)
-    block_ids, block_mask, _ = group_into_blocks(ids, mask, block_size, remainder, pad_id)
-    columns = {"input_ids": block_ids, "attention_mask": block_mask}
-    if with_labels:
-        columns["labels"] = labels_for(block_ids, block_mask).astype(np.int32, copy=False)
-    return pa.table({name: _list_column(blocks) for name, blocks in columns.items()})
-
-
-def _list_column(blocks: np.ndarray) -> pa.ListArray:
-    """(rows, width) -> a list<...> column of `rows` lists of `width` values, sharing the array's buffer."""
-    rows, width = blocks.shape
-    offsets = pa.array(np.arange(0, rows * width + 1, width, dtype=np.int32))
-    return pa.ListArray.from_arrays(offsets, pa.array(blocks.reshape(-1)))
-
-
-def planned_blocks(row_tokens: np.ndarray, block_size: int, remainder: Remainder) -> tuple[int, int]:
-    """(blocks, dropped tokens) grouping will give, from the token count of each row: exact, since the
-    remainder is handled per GROUP_BATCH_ROWS batch. Known before anything is written."""
-    starts = np.arange(0, len(row_tokens), GROUP_BATCH_ROWS)
-    batch_tokens = np.add.reduceat(row_tokens, starts) if len(row_tokens) else np.zeros(0, dtype=np.int64)
-    if remainder == "pad":
-        return int((-(-batch_tokens // block_size)).sum()), 0
-    blocks = batch_tokens // block_size
-    return int(blocks.sum()), int((batch_tokens - blocks * block_size).sum())
-
-
-def plan_blocks(tokenized_dir: Path, block_size: int, remainder: Remainder) -> dict[str, dict[str, int]]:
-    """Per split of a saved tokenized dataset: its tokens, and the blocks and dropped tokens grouping gives."""
-    tokenized = load_from_disk(str(tokenized_dir))  # memory-mapped; only the offsets are read
-    report = {}
-    for split in tokenized:
-        row_tokens = row_token_counts(tokenized[split])
-        blocks, dropped = planned_blocks(row_tokens, block_size, remainder)
-        report[split] = {"tokens": int(row_tokens.sum()), "blocks": blocks, "dropped_tokens": dropped}
-    return report
-
-
-def group_saved(
-    tokenized_dir: Path,
-    out_dir: Path,
-    block_size: int,
-    remainder: Remainder,
-    pad_id: int,
-    with_labels: bool,
-    log: logging.Logger | logging.LoggerAdapter = _log,
-) -> dict[str, int]:
-    """Stream every split of a saved tokenized dataset into blocks saved in out_dir; returns blocks per split.
-    Memory stays at one batch, whatever the corpus size."""
-    features = BLOCK_FEATURES if with_labels else Features({k: v for k, v in BLOCK_FEATURES.items() if k != "labels"})
-    return map_dataset_dict(
-        tokenized_dir,
-        out_dir,
-        partial(blocks_table, block_size=block_size, remainder=remainder, pad_id=pad_id, with_labels=with_labels),
-        features,
-        GROUP_BATCH_ROWS,
-        columns=["input_ids", "attention_mask"],
-        report=logged_progress(log, "group"),
-    )
-
-
-def group_dataset(
-    tokenize_dir: Path,
-    block_size: int,
-    remainder: Remainder,
-    with_labels: bool,
-    out_dir: Path,
-    log: logging.Logger | logging.LoggerAdapter = _log,
-) -> dict[str, dict[str, int]]:
-    """The stage: blocks of the tokenize artifact saved under out_dir/dataset, refused before anything is
-    written when a split would get none; returns the report (blocks and dropped tokens per split)."""
-    plan = plan_blocks(tokenize_dir / "dataset", block_size, remainder)
-    for split in ("train", "test"):
-        if plan[split]["blocks"] == 0:
-            raise PipelineInputError(
-                f"data.block_size={block_size}: the {split} split has {plan[split]['tokens']} tokens, too few for "
-                "one block; lower data.block_size, set data.remainder=pad, or add data"
-            )
-    pad_id = _pad_id(tokenize_dir) if remainder == "pad" else 0  # only padding needs the tokenizer
-    written = group_saved(
-        tokenize_dir / "dataset", out_dir / "dataset", block_size, remainder, pad_id, with_labels, log
-    )
-    report = {
-        split: {"blocks": plan[split]["blocks"], "dropped_tokens": plan[split]["dropped_tokens"]} for split in plan
-    }
-    if written != {split: report[split]["blocks"] for split in report}:  # the plan and the data must agree
-        raise RuntimeError(f"group: planned {report}, wrote {written} blocks")
-    (out_dir / "group_report.json").write_text(json.dumps(report, indent=2))
-    log.info(f"group: block_size={block_size}, remainder={remainder}: {report}")
-    return report
-
-
-def _pad_id(tokenize_dir: Path) -> int:
-    """The tokenizer's pad id; GPT-2 tokenizers have none, so fall back to eos as the guide does."""
-    tokenizer = AutoTokenizer.from_pretrained(str(tokenize_dir / "tokenizer"))
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    return int(pad) if pad is not None else 0
-
-
-# ---------------------------------------------------------------------------- task
-
-
-def group_output_dir(tokenize_dir: str, config: PipelineConfig, objective: Objective) -> Path:
+def group_output_dir(tokenize_dir: str, config: PipelineConfig) -> Path:
     inputs = {
         "upstream": Path(tokenize_dir).name,
         "block_size": config.data.block_size,
         "remainder": config.data.remainder,
-        "labels": objective == "clm",
-        "code": code_version(__file__),
+        "code": code_version(__name__, LIBRARIES),
     }
     return artifact_dir(config.artifacts.root, "group", inputs)
 
 
 @task(name="group", **cached_stage(group_output_dir))
-def group(tokenize_dir: str, config: PipelineConfig, objective: Objective) -> str:
-    """Concatenate and cut into block_size blocks (CLM blocks carry labels); returns the artifact directory."""
-    out = group_output_dir(tokenize_dir, config, objective)
-    log = get_run_logger()
+def group(tokenize_dir: str, config: PipelineConfig) -> str:
+    """Concatenate and cut into block_size blocks; returns the artifact directory."""
+    # Imported here, not at the top: a cached run computes keys only, and never loads the work's libraries.
+    from lmpipe.data.blocks import group_dataset
+
     data = config.data
-    ensure_built(
-        out,
+    return build_stage(
+        group_output_dir(tokenize_dir, config),
         "group",
         {"upstream": tokenize_dir, "block_size": data.block_size, "remainder": data.remainder},
-        lambda scratch: group_dataset(
-            Path(tokenize_dir), data.block_size, data.remainder, objective == "clm", scratch, log
-        ),
-        log,
+        lambda scratch, log: group_dataset(Path(tokenize_dir), data.block_size, data.remainder, scratch, log),
     )
-    return str(out)

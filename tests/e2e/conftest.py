@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from e2e_stack import TEST_ARTIFACTS, Stack
 
-from lmpipe.local_services import (
+from lmpipe.cli.services import (
     create_pools_and_deploy,
     free_port,
     prefect_env,

@@ -14,10 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from uuid import UUID
 
-from lmpipe.config_loading import load_config
-from lmpipe.local_services import (
-    PROJECT_ROOT,
-)
+from lmpipe.cli.services import PROJECT_ROOT
+from lmpipe.config.loading import load_config
 
 # Screenshots and service logs a CI run keeps (gitignored).
 TEST_ARTIFACTS = Path(os.environ.get("LMPIPE_TEST_ARTIFACTS", PROJECT_ROOT / "test-artifacts"))

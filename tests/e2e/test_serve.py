@@ -1,4 +1,4 @@
-"""`make serve` (python -m lmpipe.serve): everything comes up on loopback and Ctrl-C stops all of it."""
+"""`make serve` (python -m lmpipe.cli.serve): everything comes up on loopback and Ctrl-C stops all of it."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import time
 import httpx
 import pytest
 
-from lmpipe.local_services import PROJECT_ROOT, free_port
+from lmpipe.cli.services import PROJECT_ROOT, free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -27,7 +27,7 @@ def alive(pid: int) -> bool:
 def test_serve_prints_both_urls_and_stops_everything_on_ctrl_c(tmp_path):
     prefect_port, mlflow_port = free_port(), free_port()
     output = tmp_path / "serve.out"
-    command = [sys.executable, "-m", "lmpipe.serve", "--prefect-port", str(prefect_port),
+    command = [sys.executable, "-m", "lmpipe.cli.serve", "--prefect-port", str(prefect_port),
                "--mlflow-port", str(mlflow_port), "--prefect-home", str(tmp_path / "prefect-home"),
                "--mlflow-dir", str(tmp_path)]  # fmt: skip
     with open(output, "w") as sink:

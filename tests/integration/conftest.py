@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from lmpipe.cli import apply_offline_defaults
+from lmpipe.cli.offline import apply_offline_defaults
 
 apply_offline_defaults()
 

@@ -13,8 +13,8 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from prefect.client.schemas.sorting import TaskRunSort
 
-from lmpipe.config import PipelineConfig
-from lmpipe.config_loading import load_config
+from lmpipe.config.loading import load_config
+from lmpipe.config.schema import PipelineConfig
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 

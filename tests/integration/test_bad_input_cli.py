@@ -22,7 +22,7 @@ from pipeline_probe import PROJECT_ROOT, registered_versions
 from tokenizers import ByteLevelBPETokenizer
 from transformers import PreTrainedTokenizerFast
 
-from lmpipe.cli import main
+from lmpipe.cli.main import main
 
 pytestmark = pytest.mark.integration
 

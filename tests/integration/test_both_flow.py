@@ -32,6 +32,8 @@ def test_first_run_registers_both_models_then_reruns_are_cached_until_block_size
     assert sorted(states) == sorted(ALL_STAGES)
     assert states["download"] == ["Completed"] and states["train-clm"] == ["Completed"]
     assert states["tokenize"] == ["Completed", "Cached"], "CLM and MLM should share one tokenized dataset"
+    assert states["group"] == ["Completed", "Cached"], "CLM and MLM should share one blocks artifact"
+    assert len(list((workspace / "artifacts" / "group").iterdir())) == 1
     assert registered_versions(uri) == {"eli5-clm": [1], "eli5-mlm": [1]}
     leftovers = list((workspace / "artifacts").rglob("cache-*.arrow")) + list(
         (workspace / "artifacts").rglob(".*building*")
@@ -51,7 +53,8 @@ def test_first_run_registers_both_models_then_reruns_are_cached_until_block_size
     _, states = run(tiny_config(workspace, "data.block_size=16"))
     for stage in ("download", "flatten", "tokenize"):
         assert set(states[stage]) == {"Cached"}, stage
-    for stage in ("group", "train-clm", "train-mlm", "evaluate", "register"):
+    assert states["group"] == ["Completed", "Cached"], "one new blocks artifact, read by both models"
+    for stage in ("train-clm", "train-mlm", "evaluate", "register"):
         assert set(states[stage]) == {"Completed"}, stage
     assert registered_versions(uri) == {"eli5-clm": [1, 2], "eli5-mlm": [1, 2]}
 
@@ -85,11 +88,12 @@ def test_deleted_artifact_directory_reruns_that_stage_only(workspace):
     config = tiny_config(workspace)
     run(config)
     group_root = workspace / "artifacts" / "group"
-    for directory in group_root.iterdir():
-        shutil.rmtree(directory)  # both the CLM and the MLM blocks
+    (blocks,) = group_root.iterdir()  # the one blocks artifact both models read
+    shutil.rmtree(blocks)
 
     _, states = run(config)
-    assert set(states["group"]) == {"Completed"}, "a deleted artifact must be rebuilt, never a stale hit"
+    # Rebuilt once by the CLM branch, then a hit for the MLM branch: never a stale hit.
+    assert states["group"] == ["Completed", "Cached"], "a deleted artifact must be rebuilt, never a stale hit"
     for stage in ("download", "flatten", "tokenize", "train-clm", "train-mlm", "evaluate", "register"):
         assert set(states[stage]) == {"Cached"}, stage
     assert registered_versions(config.registry.tracking_uri) == {"eli5-clm": [1], "eli5-mlm": [1]}
@@ -133,8 +137,8 @@ def test_curves_review_table_and_predict_from_the_registry(workspace, capsys):
     from mlflow import MlflowClient
     from transformers import pipeline
 
-    from lmpipe.artifacts import read_manifest
-    from lmpipe.cli import main
+    from lmpipe.cli.main import main
+    from lmpipe.store.manifest import read_manifest
 
     config = tiny_config(workspace)
     registrations, _ = run(config)

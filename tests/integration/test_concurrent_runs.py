@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from pipeline_probe import PROJECT_ROOT, registered_versions, tiny_config
 
-from lmpipe.artifacts import exclusive
+from lmpipe.store.locks import exclusive
 from tasks.download import download_output_dir
 
 pytestmark = pytest.mark.integration
@@ -79,7 +79,7 @@ def test_two_identical_runs_at_once_train_once_and_register_one_version(workspac
     for run, output in zip(runs, outputs, strict=True):
         assert run.process.returncode == 0, output[-3000:]
     combined = "\n".join(outputs)
-    assert combined.count("train-clm: launching -m tasks.train_clm") == 1, "exactly one run trains"
+    assert combined.count("train-clm: launching -m lmpipe.training.worker") == 1, "exactly one run trains"
     assert registered_versions(f"sqlite:///{workspace}/mlflow.db") == {"eli5-clm": [1]}
     for output in outputs:  # each run reports the one version in its summary
         summary = output[output.rindex("model ") :]

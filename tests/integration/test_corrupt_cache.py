@@ -9,8 +9,10 @@ import pytest
 from pipeline_probe import registered_versions, task_states, tiny_config
 
 from flows.clm import clm_flow
-from lmpipe import arrow_stream
-from lmpipe.artifacts import LOCKS, file_digest, is_complete
+from lmpipe.store import arrow_stream
+from lmpipe.store.keys import file_digest
+from lmpipe.store.locks import LOCKS
+from lmpipe.store.manifest import is_complete
 
 pytestmark = pytest.mark.integration
 

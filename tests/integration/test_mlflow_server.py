@@ -6,7 +6,7 @@ import pytest
 from pipeline_probe import registered_versions, tiny_config
 
 from flows.clm import clm_flow
-from lmpipe.local_services import free_port, start_mlflow_server
+from lmpipe.cli.services import free_port, start_mlflow_server
 
 pytestmark = pytest.mark.integration
 

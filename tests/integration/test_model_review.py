@@ -26,10 +26,10 @@ from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRun
 
 from flows.clm import clm_flow
 from flows.mlm import mlm_flow
-from lmpipe import registry_commands
-from lmpipe.local_services import free_port, start_mlflow_server
-from tasks import register as register_task
-from tasks.evaluate import evaluate_models
+from lmpipe.cli.services import free_port, start_mlflow_server
+from lmpipe.evaluation.perplexity import evaluate_models
+from lmpipe.registry import register as register_task
+from lmpipe.registry import review as registry_commands
 
 pytestmark = pytest.mark.integration
 
@@ -179,7 +179,7 @@ def test_every_version_carries_its_lineage_and_the_run_its_inputs_and_curves(his
 def test_model_card_shows_real_generations_of_the_registered_model(history):
     from transformers import set_seed
 
-    from lmpipe.model_card import generation_kwargs
+    from lmpipe.evaluation.samples import generation_kwargs
 
     config = history.config()
     mlflow.set_tracking_uri(history.uri)
@@ -344,7 +344,7 @@ def test_credentials_in_the_tracking_uri_never_reach_mlflow_or_the_logs(history,
     )
     with caplog.at_level(logging.DEBUG):
         registration = register_task.register_model(
-            "clm", *_artifacts_of(history, "first"), config, logging.getLogger("t")
+            "clm", *_artifacts_of(history, "first"), config, log=logging.getLogger("t")
         )
     run = history.client.get_run(registration["run_id"])
     version = history.client.get_model_version("secret-check", str(registration["version"]))

@@ -13,10 +13,11 @@ from transformers import AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokeniz
 
 from flows.clm import clm_flow
 from flows.mlm import mlm_flow
-from lmpipe.config import ModelConfig
-from lmpipe.models import build_base_model
-from tasks.evaluate import eval_collator, token_weighted_loss
-from tasks.tokenize_texts import train_bpe_tokenizer
+from lmpipe.config.schema import ModelConfig
+from lmpipe.data.tokenizers import train_bpe_tokenizer
+from lmpipe.evaluation.perplexity import token_weighted_loss
+from lmpipe.models.base import build_base_model
+from lmpipe.models.batches import evaluation_batches
 
 pytestmark = pytest.mark.integration
 
@@ -60,7 +61,7 @@ def test_fine_tune_from_a_local_save_pretrained_copy(workspace, objective):
     test_blocks = test_blocks.select(range(min(config.eval.max_blocks, len(test_blocks))))
     auto = AutoModelForCausalLM if objective == "clm" else AutoModelForMaskedLM
     tokenizer = AutoTokenizer.from_pretrained(checkpoint)
-    collator = eval_collator(objective, tokenizer, config.train.mlm_probability, config.eval.mlm_seed)
+    collator = evaluation_batches(objective, tokenizer, config.train.mlm_probability, config.eval.mlm_seed)
     loss, _ = token_weighted_loss(
         auto.from_pretrained(checkpoint), test_blocks, collator, objective, config.eval.batch_size, "cpu"
     )

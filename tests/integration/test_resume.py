@@ -22,12 +22,13 @@ from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
 from safetensors.torch import load_file
 
 from flows.clm import clm_flow
-from lmpipe import trainer_loop
-from lmpipe.training_process import PROGRESS_PREFIX
+from lmpipe.training.events import PROGRESS_PREFIX
+from lmpipe.training.job import TrainingJob, job_file_content
+from lmpipe.training.launcher import training_job
 from tasks.download import download
 from tasks.flatten import flatten
 from tasks.group import group
-from tasks.tokenize_texts import tokenize
+from tasks.tokenize import tokenize
 
 pytestmark = pytest.mark.integration
 
@@ -37,10 +38,10 @@ MAX_STEPS, EVERY = 30, 5
 @flow
 def prepare(config, objective: str) -> tuple[str, str]:
     tokens = tokenize(flatten(download(config), config), config, objective)
-    return group(tokens, config, objective), tokens
+    return group(tokens, config), tokens
 
 
-def job_for(workspace: Path, objective: str, name: str) -> tuple[dict, Path]:
+def job_for(workspace: Path, objective: str, name: str) -> tuple[TrainingJob, Path]:
     config = tiny_config(
         workspace,
         f"train.max_steps={MAX_STEPS}",
@@ -52,19 +53,17 @@ def job_for(workspace: Path, objective: str, name: str) -> tuple[dict, Path]:
     blocks, tokens = prepare(config, objective)
     out_dir = workspace / name / "model"
     out_dir.mkdir(parents=True)
-    model = getattr(config.model, objective)
-    job = trainer_loop.training_job(
-        blocks, tokens, model, config.train, config.data.block_size, workspace / name / "checkpoints"
-    )
+    job = training_job(objective, blocks, tokens, config, out_dir)
+    job = job.model_copy(update={"checkpoint_dir": str(workspace / name / "checkpoints")})
     job_file = workspace / name / "job.json"
-    job_file.write_text(json.dumps({**job, "out_dir": str(out_dir)}))
+    job_file.write_text(json.dumps(job_file_content(job, out_dir)))
     return job, job_file
 
 
 def start(objective: str, job_file: Path) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT), "PYTHONUNBUFFERED": "1"}
     return subprocess.Popen(
-        [sys.executable, "-m", f"tasks.train_{objective}", str(job_file)],
+        [sys.executable, "-m", "lmpipe.training.worker", str(job_file)],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -125,7 +124,10 @@ def test_a_killed_training_resumes_to_the_same_weights_step_and_loss(workspace, 
     assert f"skipping checkpoint checkpoint-{MAX_STEPS - 1}: no manifest (written partially?)" in warnings
 
     finished, reference = workspace / "killed" / "model", workspace / "uninterrupted" / "model"
-    assert json.loads((finished / "train_metrics.json").read_text())["train_steps"] == MAX_STEPS
+    metrics, reference_metrics = (json.loads((d / "train_metrics.json").read_text()) for d in (finished, reference))
+    assert metrics["train_steps"] == MAX_STEPS
+    # The loss of the whole run, not of the resumed steps only: the checkpoint carries the loss sums.
+    assert metrics["train_loss"] == pytest.approx(reference_metrics["train_loss"], abs=1e-5)
     history = json.loads((finished / "train_history.json").read_text())
     reference_history = json.loads((reference / "train_history.json").read_text())
     assert [h["step"] for h in history] == list(range(1, MAX_STEPS + 1))
@@ -139,12 +141,12 @@ def test_a_killed_training_resumes_to_the_same_weights_step_and_loss(workspace, 
 
 
 def kill_training_after_first_checkpoint(checkpoints_root: Path, stop: threading.Event) -> None:
-    """SIGKILL this test's `python -m tasks.train_clm` process once it has written a checkpoint.
+    """SIGKILL this test's `python -m lmpipe.training.worker` process once it has written a checkpoint.
 
     Only a child of this process: the flow runs in-process here, while other pytest-xdist workers may be
     training their own models at the same moment.
     """
-    own_children = ["pgrep", "-P", str(os.getpid()), "-f", "python -m tasks[.]train_clm"]
+    own_children = ["pgrep", "-P", str(os.getpid()), "-f", "python -m lmpipe[.]training[.]worker"]
     while not stop.is_set():
         if any(checkpoints_root.glob("train-clm/*/checkpoint-*")):
             pids = subprocess.run(own_children, capture_output=True, text=True).stdout

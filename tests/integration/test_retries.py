@@ -20,10 +20,10 @@ from pipeline_probe import registered_versions, task_states, tiny_config
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
-import tasks.download
+import lmpipe.data.download
 from flows.clm import clm_flow
-from lmpipe.local_services import free_port, start_mlflow_server
-from tasks.register import COMPLETE_TAG
+from lmpipe.cli.services import free_port, start_mlflow_server
+from lmpipe.registry.register import COMPLETE_TAG
 
 pytestmark = pytest.mark.integration
 
@@ -96,7 +96,7 @@ def test_download_and_register_retry_transient_errors_and_the_run_completes(work
     relay = FlakyRelay(mlflow_server, outage_s=3)  # register retries after 5 s: past the outage
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # let the task's retry meet the outage
     failures = {"download": 0}
-    real_load_source = tasks.download.load_source
+    real_load_source = lmpipe.data.download.load_source
 
     def load_source_failing_once(*args, **kwargs):
         if failures["download"] == 0:
@@ -104,7 +104,7 @@ def test_download_and_register_retry_transient_errors_and_the_run_completes(work
             raise ConnectionError("Connection reset by peer while fetching the corpus")
         return real_load_source(*args, **kwargs)
 
-    monkeypatch.setattr(tasks.download, "load_source", load_source_failing_once)
+    monkeypatch.setattr(lmpipe.data.download, "load_source", load_source_failing_once)
     uri = f"http://127.0.0.1:{relay.port}"
     try:
         state = clm_flow(tiny_config(workspace, f"registry.tracking_uri={uri}"), return_state=True)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.tokenize_texts import train_bpe_tokenizer
+from lmpipe.data.tokenizers import train_bpe_tokenizer
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TINY_VOCAB = 400
@@ -66,7 +66,7 @@ def clean_offline_env(monkeypatch):
     setenv records each variable's original state and delenv removes it for the test, so
     monkeypatch restores exactly what was there before (including 'not set').
     """
-    from lmpipe.cli import OFFLINE_DEFAULTS
+    from lmpipe.cli.offline import OFFLINE_DEFAULTS
 
     for key in OFFLINE_DEFAULTS:
         monkeypatch.setenv(key, "placeholder")

@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from lmpipe.config_reference import markdown_reference
+from lmpipe.config.reference import markdown_reference
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 

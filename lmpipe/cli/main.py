@@ -1,0 +1,167 @@
+"""Command line: run any flow from a YAML config with dotted overrides, and review registered models.
+
+lmpipe run both --config configs/default.yaml --set train.epochs=2 --set data.block_size=64
+lmpipe config --config configs/default.yaml --set train.learning_rate=5e-4   # print the resolved config
+lmpipe models                                                                # registered versions
+lmpipe predict eli5-mlm "Return the <mask> of the file."
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+
+from lmpipe.cli.offline import apply_offline_defaults
+from lmpipe.cli.tables import models_table, summary_table
+from lmpipe.errors import ConfigError, TemporaryServerFailed
+
+# Flows by name, as prefect.yaml names their entry points; imported only when one runs.
+FLOWS = {"clm": "flows.clm:clm_flow", "mlm": "flows.mlm:mlm_flow", "both": "flows.both:both_flow"}
+
+
+def load_flow(name: str):
+    module_name, attribute = FLOWS[name].split(":")
+    return getattr(importlib.import_module(module_name), attribute)
+
+
+def parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lmpipe", description="Train and register language models with Prefect and MLflow."
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("run", help="run a flow")
+    run.add_argument("flow", nargs="?", default="both", choices=sorted(FLOWS), help="which flow (default: both)")
+    show = commands.add_parser("config", help="print the resolved config as JSON")
+    pool = commands.add_parser("pool", help="manage Prefect work pools from deployments/*.yaml")
+    pool.add_argument("action", choices=["create"], help="create or update the pools")
+    pool.add_argument("files", nargs="+", help="work pool files, e.g. deployments/cpu-process.yaml")
+    models = commands.add_parser("models", help="table of registered model versions, newest first")
+    models.add_argument("--name", default=None, help="only this registered model")
+    predict = commands.add_parser("predict", help="run a registered model on some text")
+    predict.add_argument("name", help="registered model name, e.g. eli5-mlm")
+    predict.add_argument("text", help="prompt (CLM) or a sentence with the tokenizer's mask token (MLM)")
+    which = predict.add_mutually_exclusive_group()
+    which.add_argument("--version", type=int, default=None, help="model version (default: champion, else newest)")
+    which.add_argument("--alias", default=None, help="model alias, e.g. champion")
+    predict.add_argument("--top-k", type=int, default=3, help="fill-mask predictions to show")
+    predict.add_argument("--max-new-tokens", type=int, default=20, help="tokens to generate")
+    for sub in (models, predict):
+        sub.add_argument(
+            "--tracking-uri", default=None, help="MLflow URI (default: $MLFLOW_TRACKING_URI or ./mlflow.db)"
+        )
+    show.add_argument("--reference", action="store_true", help="print the markdown config reference instead")
+    for sub in (run, show):
+        sub.add_argument("--config", "-c", default=None, help="YAML config file (default: built-in defaults)")
+        sub.add_argument(
+            "--set",
+            "-s",
+            dest="overrides",
+            action="append",
+            default=[],
+            metavar="KEY=VALUE",
+            help="dotted override, e.g. --set train.epochs=2 (repeatable)",
+        )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    apply_offline_defaults()
+    args = parser().parse_args(argv)
+    if args.command == "config" and args.reference:
+        from lmpipe.config.reference import markdown_reference
+
+        print(markdown_reference())
+        return 0
+    if args.command == "pool":
+        return create_pools(args.files)
+    if args.command in ("models", "predict"):
+        return registry_command(args)
+
+    from lmpipe.config.loading import load_config
+
+    try:
+        config = load_config(args.config, args.overrides)
+    except ConfigError as error:
+        print(f"lmpipe: {error}", file=sys.stderr)
+        return 2
+    if args.command == "config":
+        print(json.dumps(config.model_dump(mode="json"), indent=2))
+        return 0
+    return run_flow(args.flow, config)
+
+
+def run_flow(name: str, config) -> int:
+    """Run flow `name` on `config` here, printing the registrations, or one line saying why it failed."""
+    from lmpipe.orchestration.temporary_server import (
+        TemporaryServer,
+        needs_temporary_server,
+        prefect_api,
+        startup_timeout_s,
+    )
+
+    try:
+        timeout_s = startup_timeout_s()
+    except ConfigError as error:
+        print(f"lmpipe: {error}", file=sys.stderr)
+        return 2
+    # Started first: Prefect's temporary server boots on another core while the flow's modules import.
+    server = TemporaryServer.spawn() if needs_temporary_server() else None
+    try:
+        flow = load_flow(name)
+        with prefect_api(server, timeout_s):
+            registrations = flow(config)
+    except TemporaryServerFailed as error:
+        print(f"lmpipe: {error}", file=sys.stderr)
+        return 1
+    except Exception as error:  # noqa: BLE001 - report any failure as one line; Prefect logged the traceback
+        print(f"\nlmpipe: {name} flow failed: {type(error).__name__}: {error}", file=sys.stderr)
+        return 1
+    finally:
+        if server is not None:
+            server.stop()
+    print("\n" + summary_table(registrations))
+    return 0
+
+
+def run_from_script(name: str) -> None:
+    """`python flows/<name>.py --config ... --set ...`: the same as `lmpipe run <name> ...`."""
+    sys.exit(main(["run", name, *sys.argv[1:]]))
+
+
+def registry_command(args: argparse.Namespace) -> int:
+    from lmpipe.registry import review
+    from lmpipe.registry.tracking import resolve_tracking_uri
+
+    uri = resolve_tracking_uri(args.tracking_uri)
+    if args.command == "models":
+        print(models_table(review.version_rows(uri, args.name)))
+        return 0
+    model = review.model_uri(args.name, args.version, args.alias, uri)
+    for row in review.predict(model, args.text, uri, args.top_k, args.max_new_tokens):
+        print("  ".join(f"{key}: {value}" for key, value in row.items()))
+    return 0
+
+
+def create_pools(files: list[str]) -> int:
+    import asyncio
+
+    from lmpipe.orchestration.work_pools import create_or_update_pool, load_pool_spec
+
+    try:
+        specs = [load_pool_spec(f) for f in files]
+    except ConfigError as error:
+        print(f"lmpipe: {error}", file=sys.stderr)
+        return 2
+    for spec in specs:
+        print(asyncio.run(create_or_update_pool(spec)))
+    return 0
+
+
+def entry_point() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    entry_point()

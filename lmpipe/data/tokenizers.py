@@ -1,0 +1,93 @@
+"""Building the tokenizer a model reads (lmpipe.data.tokenizer_choice says which): pretrained (a name or a
+local directory), or a byte-level BPE trained here on the train split.
+
+The trained BPE carries every special token both objectives need (bos/eos for CLM, mask and pad
+for MLM) and wraps each text as `<s> text </s>`, so documents stay separated once group
+concatenates them, and the causal model learns where a document ends.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+from tokenizers import AddedToken, ByteLevelBPETokenizer
+from tokenizers.processors import RobertaProcessing
+from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
+
+from lmpipe.config.schema import PipelineConfig
+from lmpipe.data.hub import is_local_reference, require_hub
+from lmpipe.data.tokenizer_choice import tokenizer_origin
+from lmpipe.errors import PipelineInputError
+from lmpipe.objectives import Objective, spec_of
+
+SPECIAL_TOKENS = {
+    "bos_token": "<s>",
+    "pad_token": "<pad>",
+    "eos_token": "</s>",
+    "unk_token": "<unk>",
+    "mask_token": "<mask>",
+}
+
+
+def train_bpe_tokenizer(texts: Iterable[list[str]], vocab_size: int, min_frequency: int) -> PreTrainedTokenizerFast:
+    """Byte-level BPE trained on `texts` (batches of strings), with RoBERTa-style specials usable for CLM and MLM."""
+    bpe = ByteLevelBPETokenizer()
+    specials = [SPECIAL_TOKENS[k] for k in ("bos_token", "pad_token", "eos_token", "unk_token", "mask_token")]
+    bpe.train_from_iterator(
+        texts,
+        vocab_size=vocab_size,
+        min_frequency=min_frequency,
+        special_tokens=specials,
+        show_progress=False,
+    )
+    bpe.post_processor = RobertaProcessing(
+        (SPECIAL_TOKENS["eos_token"], bpe.token_to_id(SPECIAL_TOKENS["eos_token"])),  # sep
+        (SPECIAL_TOKENS["bos_token"], bpe.token_to_id(SPECIAL_TOKENS["bos_token"])),  # cls
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=bpe._tokenizer,
+        # lstrip lets "a <mask> b" mask the word with its leading space, as RoBERTa does.
+        **{**SPECIAL_TOKENS, "mask_token": AddedToken(SPECIAL_TOKENS["mask_token"], lstrip=True)},
+    )
+
+
+def load_pretrained_tokenizer(name_or_path: str, field: str, revision: str | None = None) -> PreTrainedTokenizerBase:
+    if not is_local_reference(name_or_path):
+        require_hub(
+            f"tokenizer {name_or_path!r}",
+            field=field,
+            alternatives="Point it at a local save_pretrained directory, or set it to null to train one here",
+        )
+    try:  # trust_remote_code=False, said explicitly, so transformers never asks on stdin
+        tokenizer = AutoTokenizer.from_pretrained(name_or_path, revision=revision, trust_remote_code=False)
+    except ValueError as error:  # a tokenizer that needs the repository's own code
+        raise PipelineInputError(
+            f"{field}={name_or_path!r}: {str(error).splitlines()[0]} (custom tokenizer code is never run)"
+        ) from None
+    if not tokenizer.is_fast:
+        raise PipelineInputError(f"{field}={name_or_path!r} has no fast tokenizer; batched tokenization needs one")
+    return tokenizer
+
+
+def build_tokenizer(
+    config: PipelineConfig, objective: Objective, train_texts: Iterable[list[str]]
+) -> PreTrainedTokenizerBase:
+    """The configured pretrained tokenizer, or a BPE trained on train_texts (batches of strings)."""
+    source, revision, field = tokenizer_origin(config, objective)
+    if source is None:
+        return train_bpe_tokenizer(train_texts, config.tokenizer.vocab_size, config.tokenizer.min_frequency)
+    return load_pretrained_tokenizer(source, field, revision)
+
+
+def require_objective_tokens(tokenizer_dir: Path, objective: Objective, field: str) -> None:
+    """The special tokens `objective` needs (a masked LM: mask and pad) are there, else an input error
+    naming `field`, before any training starts: GPT-2's tokenizer, say, cannot train a masked LM."""
+    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
+    spec = spec_of(objective)
+    missing = [name.removesuffix("_token") for name in spec.required_tokens if getattr(tokenizer, name) is None]
+    if missing:
+        raise PipelineInputError(
+            f"{field}: the tokenizer has no {missing[0]} token, which {spec.head_kind}-LM training needs; "
+            f"use a {spec.title}'s tokenizer (e.g. RoBERTa's) or null to train one here"
+        )

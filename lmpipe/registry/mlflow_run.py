@@ -1,0 +1,175 @@
+"""The MLflow run behind a model version: params, metrics, curves, dataset inputs and the logged model.
+
+A run is created with the registration key and tagged with the logged model's URI last, so a
+register attempt that dies in between is recognised (and never reused) by the next one.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from lmpipe.config.schema import PipelineConfig
+from lmpipe.objectives import Objective, spec_of
+from lmpipe.registry.mlflow_compat import pipeline_classes_resolved
+from lmpipe.registry.secrets import masked
+from lmpipe.store.manifest import MANIFEST
+
+KEY_TAG = "lmpipe.fingerprint"  # on the run and the version: the idempotency key
+MODEL_URI_TAG = "lmpipe.model_uri"  # on the run, once its model is logged: the run can be registered
+# Exactly what serving the model needs; without an explicit list MLflow goes looking for torchvision.
+_SERVING_LIBRARIES = ("transformers", "torch", "tokenizers", "safetensors", "accelerate")
+
+
+def flat_params(tree: dict[str, Any], prefix: str = "") -> dict[str, str]:
+    """{'train': {'epochs': 3}} -> {'train.epochs': '3'}: MLflow params are flat strings."""
+    flat: dict[str, str] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flat_params(value, f"{name}."))
+        else:
+            flat[name] = str(value)
+    return flat
+
+
+def pip_requirements() -> list[str]:
+    return [f"{lib}=={metadata.version(lib)}" for lib in _SERVING_LIBRARIES]
+
+
+# In train's artifact but not part of the model a reviewer loads: our cache manifest, the Trainer's
+# pickled arguments (a pickle has no place in a registry), and records the run already holds as metrics.
+NOT_LOGGED_WITH_THE_MODEL = frozenset({MANIFEST, "training_args.bin", "train_metrics.json", "train_history.json"})
+
+
+@contextmanager
+def model_files_view(model_dir: Path) -> Iterator[Path]:
+    """A directory of symlinks to the model's own files (weights, config, tokenizer), for MLflow to copy."""
+    with tempfile.TemporaryDirectory(prefix="lmpipe-model-") as scratch:
+        view = Path(scratch) / model_dir.name
+        view.mkdir()
+        for path in model_dir.iterdir():
+            if path.name not in NOT_LOGGED_WITH_THE_MODEL:
+                (view / path.name).symlink_to(path.resolve())
+        yield view
+
+
+def curve_points(model_dir: Path, metrics: dict[str, Any], train_steps: int, now: int) -> list[Any]:
+    """train/loss and train/learning_rate per logging step; eval/loss per evaluation (base at 0, trained at the end)."""
+    from mlflow.entities import Metric
+
+    points = [
+        Metric("eval/loss", min(metrics["base_eval_loss"], 1e300), now, 0),
+        Metric("eval/loss", metrics["eval_loss"], now, train_steps),
+    ]
+    history_file = model_dir / "train_history.json"
+    for entry in json.loads(history_file.read_text()) if history_file.is_file() else []:
+        points.append(Metric("train/loss", entry["loss"], now, entry["step"]))
+        if entry.get("learning_rate") is not None:
+            points.append(Metric("train/learning_rate", entry["learning_rate"], now, entry["step"]))
+    return points
+
+
+def summary_metrics(metrics: dict[str, Any], train_metrics: dict[str, Any]) -> dict[str, float]:
+    """What a reviewer compares runs by: perplexity next to the training's speed and size."""
+    return {
+        "perplexity": metrics["perplexity"],
+        "base_perplexity": min(metrics["base_perplexity"], 1e300),
+        "eval_loss": metrics["eval_loss"],
+        "train_loss": train_metrics["train_loss"],
+        "train_tokens": train_metrics["train_tokens"],
+        "train_runtime_s": train_metrics["train_runtime_s"],
+        "train_tokens_per_s": train_metrics["train_tokens_per_s"],
+        # Model FLOPs utilisation, from GPU runs only (see lmpipe.compute.throughput).
+        **({"train_mfu": train_metrics["train_mfu"]} if "train_mfu" in train_metrics else {}),
+    }
+
+
+def log_datasets(config: PipelineConfig, blocks_dir: Path, lineage: dict[str, str]) -> None:
+    """The train and test blocks as run inputs: source, digest and size, without loading them again."""
+    import mlflow
+    from mlflow.data.meta_dataset import MetaDataset
+
+    if config.data.source == "hub":
+        from mlflow.data.huggingface_dataset_source import HuggingFaceDatasetSource
+
+        source = HuggingFaceDatasetSource(
+            config.data.path,
+            config_name=config.data.hub_config_name,
+            split=config.data.split,
+            revision=config.data.revision,
+        )
+    else:
+        from mlflow.data.sources import LocalArtifactDatasetSource
+
+        source = LocalArtifactDatasetSource(str(blocks_dir))
+    splits = (("train", "training"), ("test", "evaluation"))
+    mlflow.log_inputs(  # one call for both
+        datasets=[MetaDataset(source, name=f"{split}-blocks", digest=blocks_dir.name[:8]) for split, _ in splits],
+        contexts=[context for _, context in splits],
+        tags_list=[
+            {"blocks": lineage[f"data.{split}_blocks"], "tokens": lineage[f"data.{split}_tokens"]}
+            for split, _ in splits
+        ],
+    )
+
+
+def find_logged_run(client: Any, experiment_id: str, key: str, log: Any) -> Any | None:
+    """A run an earlier attempt finished logging (model included) but never registered; abandoned ones are closed."""
+    runs = client.search_runs([experiment_id], f"tags.`{KEY_TAG}` = '{key}'", order_by=["attributes.start_time ASC"])
+    logged = [run for run in runs if MODEL_URI_TAG in run.data.tags]
+    for run in runs:
+        if run not in logged and run.info.status == "RUNNING":  # killed mid-logging: mark it, never reuse it
+            log.warning(f"register: run {run.info.run_id} was left halfway by an earlier attempt; marking it FAILED")
+            client.set_terminated(run.info.run_id, "FAILED")
+    return logged[0] if logged else None
+
+
+def log_training_run(
+    client: Any,
+    experiment_id: str,
+    key: str,
+    objective: Objective,
+    model_dir: Path,
+    blocks_dir: Path,
+    metrics: dict[str, Any],
+    train_metrics: dict[str, Any],
+    config: PipelineConfig,
+    lineage: dict[str, str],
+) -> tuple[str, str]:
+    """One MLflow run with everything but the version; returns (run id, model URI)."""
+    import mlflow
+    from mlflow.entities import Metric, Param, RunTag
+
+    # Created with its key, so that a retry finds this run whatever happens next.
+    with mlflow.start_run(experiment_id=experiment_id, run_name=f"{objective}-{key[:8]}", tags={KEY_TAG: key}) as run:
+        # Params, metrics, curves and tags in one call (the client splits it at MLflow's batch limits).
+        now = int(time.time() * 1000)
+        params = flat_params(masked(config.model_dump(mode="json")))  # no credentials in params
+        client.log_batch(
+            run.info.run_id,
+            metrics=[Metric(k, v, now, 0) for k, v in summary_metrics(metrics, train_metrics).items()]
+            + curve_points(model_dir, metrics, train_metrics["train_steps"], now),
+            params=[Param(k, v) for k, v in params.items()],
+            tags=[
+                RunTag(k, v) for k, v in {"objective": objective, "device": train_metrics["device"], **lineage}.items()
+            ],
+        )
+        log_datasets(config, blocks_dir, lineage)
+        with pipeline_classes_resolved(), model_files_view(model_dir) as checkpoint:
+            info = mlflow.transformers.log_model(
+                # The saved checkpoint, not loaded components: MLflow copies the files as they are,
+                # instead of loading the model and serializing it again (register needs no model memory).
+                transformers_model=str(checkpoint),
+                task=spec_of(objective).pipeline_task,
+                name="model",
+                pip_requirements=pip_requirements(),
+            )
+        mlflow.set_tag(MODEL_URI_TAG, info.model_uri)  # last: the run is complete and can be registered
+    return run.info.run_id, info.model_uri

@@ -1,0 +1,68 @@
+"""The progress protocol between the training process and its launcher.
+
+The child prints one JSON object per line on stdout, prefixed with PROGRESS_PREFIX; every other
+line (warnings, tracebacks) is relayed as it is. The launcher renders each event as one log line.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+PROGRESS_PREFIX = "@@progress "
+
+
+def emit(event: str, **fields: Any) -> None:
+    """Child side: report one event to the launcher."""
+    print(PROGRESS_PREFIX + json.dumps({"event": event, **fields}), flush=True)
+
+
+def parse(line: str) -> dict[str, Any] | None:
+    """Launcher side: the event on this line, or None for a plain line (or a malformed report)."""
+    if not line.startswith(PROGRESS_PREFIX):
+        return None
+    try:
+        event = json.loads(line[len(PROGRESS_PREFIX) :])
+    except ValueError:
+        return None
+    return event if isinstance(event, dict) and "event" in event else None
+
+
+# How each event reads in the task's log: (level, message). Events not listed are logged as they are.
+EVENT_LINES: dict[str, tuple[int, Callable[[dict[str, Any]], str]]] = {
+    "step": (
+        logging.INFO,
+        lambda e: f"step {e['step']}/{e['max_steps']} loss {e['loss']:.4f} {e['tokens_per_s']:,} tokens/s",
+    ),
+    "begin": (logging.INFO, lambda e: f"training for {e['max_steps']} steps"),
+    "device": (logging.INFO, lambda e: f"device {e['device']}"),
+    "model": (
+        logging.INFO,
+        lambda e: f"model with {e['parameters']:,} parameters, {e['train_blocks']:,} training blocks",
+    ),
+    "checkpoint": (logging.INFO, lambda e: f"checkpoint at step {e['step']}"),
+    "resume": (
+        logging.WARNING,
+        lambda e: f"resuming from {Path(e['path']).name} (step {e['step']}), left by an earlier run",
+    ),
+    "warning": (logging.WARNING, lambda e: e["message"]),
+    "done": (
+        logging.INFO,
+        lambda e: (
+            f"done, train_loss {e['train_loss']:.4f}, {e['train_steps']} steps, "
+            f"{e['train_tokens']:,} tokens in {e['train_runtime_s']:.1f} s"
+        ),
+    ),
+}
+
+
+def log_line(event: dict[str, Any]) -> tuple[int, str]:
+    """(level, text) of an event in the launcher's log."""
+    level, line = EVENT_LINES.get(event["event"], (logging.INFO, str))
+    try:
+        return level, line(event)
+    except (KeyError, TypeError, ValueError):  # a malformed report must never stop the relay
+        return logging.INFO, str(event)

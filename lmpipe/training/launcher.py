@@ -1,0 +1,143 @@
+"""The launcher side of training, in the flow process: start the training process, relay its
+progress, and turn how it ended into one clear outcome.
+
+Training runs as a child process so that a crash, a segfault or an out-of-memory kill takes down
+only the child, never the Prefect worker. The child is `python -m lmpipe.training.worker job.json`
+(lmpipe.training.worker); it reports through lmpipe.training.events.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+from collections import deque
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from lmpipe.config.schema import PipelineConfig
+from lmpipe.data.tokenizer_choice import tokenizer_origin
+from lmpipe.data.tokenizers import require_objective_tokens
+from lmpipe.errors import PipelineInputError, TrainingFailed
+from lmpipe.objectives import Objective, spec_of
+from lmpipe.store.publish import ensure_built
+from lmpipe.training import events, worker
+from lmpipe.training.job import TrainingJob, job_file_content
+
+_TAIL_LINES = 30
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+Progress = Callable[[int, int], None]  # (step, max_steps)
+
+
+def checkpoint_dir_for(artifacts_root: str, out_dir: Path) -> Path:
+    """Checkpoints of one training artifact, under the artifact root, beside (never inside) its scratch
+    directory: they must outlive a killed attempt, and only the pipeline ever writes there."""
+    return Path(artifacts_root).expanduser().resolve() / "checkpoints" / out_dir.parent.name / out_dir.name
+
+
+def training_job(
+    objective: Objective, blocks_dir: str, tokenize_dir: str, config: PipelineConfig, out: Path
+) -> TrainingJob:
+    """The job that trains `objective` on these artifacts into `out`."""
+    return TrainingJob(
+        objective=objective,
+        blocks_dir=blocks_dir,
+        tokenizer_dir=str(Path(tokenize_dir) / "tokenizer"),
+        model=getattr(config.model, objective),
+        train=config.train,
+        block_size=config.data.block_size,
+        checkpoint_dir=str(checkpoint_dir_for(config.artifacts.root, out)),
+    )
+
+
+def train_once(
+    objective: Objective,
+    out: Path,
+    blocks_dir: str,
+    tokenize_dir: str,
+    config: PipelineConfig,
+    log: logging.Logger | logging.LoggerAdapter,
+    on_progress: Progress | None = None,
+) -> None:
+    """A training task's body: train `objective` into `out` unless it is built; resume from, and once
+    published delete, the checkpoints keyed like it."""
+    label = spec_of(objective).train_stage
+    # Before any training starts: a masked LM needs a tokenizer with a mask token, say.
+    require_objective_tokens(Path(tokenize_dir) / "tokenizer", objective, tokenizer_origin(config, objective).field)
+    job = training_job(objective, blocks_dir, tokenize_dir, config, out)
+
+    def build(scratch: Path) -> None:
+        job_file = scratch / "job.json"
+        run_training_process(worker.__name__, job_file_content(job, scratch), job_file, log, label, on_progress)
+        job_file.unlink()  # it names the scratch directory; the artifact's manifest records the inputs
+
+    if ensure_built(out, label, job.model_dump(mode="json"), build, log):
+        shutil.rmtree(job.checkpoint_dir, ignore_errors=True)  # the model is published: nothing to resume
+
+
+def run_training_process(
+    module: str,
+    job: dict[str, Any],
+    job_file: Path,
+    log: logging.Logger | logging.LoggerAdapter,
+    label: str,
+    on_progress: Progress | None = None,
+) -> None:
+    """Run `python -m <module> <job_file>` and stream its progress; raise TrainingFailed on error, or the
+    child's input error as a PipelineInputError."""
+    job_file.write_text(json.dumps(job, indent=2))
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")])),
+        "PYTHONUNBUFFERED": "1",
+    }
+    command = [sys.executable, "-m", module, str(job_file)]
+    log.info(f"{label}: launching {' '.join(command[1:3])} (pid follows)")
+    tail: deque[str] = deque(maxlen=_TAIL_LINES)
+    input_error: str | None = None
+    max_steps = 0
+    with subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=os.getcwd()
+    ) as child:
+        log.info(f"{label}: training process pid {child.pid}")
+        try:
+            assert child.stdout is not None
+            for raw in child.stdout:
+                line = raw.rstrip("\n")
+                tail.append(line)
+                event = events.parse(line)
+                if event is None:
+                    if line.startswith(events.PROGRESS_PREFIX):  # malformed: shown, never fatal
+                        log.info(f"{label}: {line[len(events.PROGRESS_PREFIX) :]}")
+                    elif line.strip():
+                        log.debug(f"{label}: {line}")
+                    continue
+                if event["event"] == "input_error":  # raised once the process has ended
+                    input_error = event.get("message", "training input error")
+                    continue
+                level, text = events.log_line(event)
+                log.log(level, f"{label}: {text}")
+                if on_progress is None:
+                    continue
+                if event["event"] in ("begin", "step"):  # the Prefect UI shows how far along training is
+                    max_steps = event.get("max_steps", max_steps)
+                    on_progress(event.get("step", 0), max_steps)
+                elif event["event"] == "done":
+                    on_progress(max_steps, max_steps)
+        except BaseException:
+            child.kill()  # never leave an orphaned trainer holding the GPU
+            raise
+        returncode = child.wait()
+    if input_error is not None:
+        raise PipelineInputError(input_error)
+    if returncode != 0:
+        output = [line for line in tail if line.strip() and not line.startswith(events.PROGRESS_PREFIX)]
+        log.error(f"{label}: last output of the training process:\n" + "\n".join(output))
+        reason = "killed (out of memory?)" if returncode in (-9, 137) else f"exit code {returncode}"
+        last_line = output[-1].strip() if output else "no output"
+        raise TrainingFailed(f"{label}: training process failed ({reason}): {last_line}")

@@ -1,0 +1,65 @@
+"""train-clm and train-mlm: train a model on the blocks with the Hugging Face Trainer, in a child process.
+
+Two Prefect tasks, as users see them in the UI, made from one implementation: what differs between
+the objectives is in lmpipe.objectives. The work is lmpipe.training (launcher and worker).
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from pathlib import Path
+
+from prefect import get_run_logger, task
+
+from lmpipe.compute.devices import plan_device
+from lmpipe.config.schema import PipelineConfig
+from lmpipe.objectives import Objective, spec_of
+from lmpipe.orchestration.caching import cached_stage
+from lmpipe.orchestration.reports import TrainingProgress
+from lmpipe.store.code_version import code_version
+from lmpipe.store.keys import artifact_dir
+from lmpipe.training.job import NOT_TRAINED_BY
+
+LIBRARIES = ("torch", "transformers", "accelerate")  # the libraries that shape this stage's output
+
+
+def train_output_dir(blocks_dir: str, tokenize_dir: str, config: PipelineConfig, objective: Objective) -> Path:
+    # The masked share of tokens trains only a masked LM.
+    not_trained_by = NOT_TRAINED_BY | ({"mlm_probability"} if not spec_of(objective).masked else set())
+    plan = plan_device(config.train.precision)  # `auto` trains in bf16 on some machines, fp32 on others
+    inputs = {
+        "blocks": Path(blocks_dir).name,
+        "tokenizer": Path(tokenize_dir).name,
+        "model": getattr(config.model, objective).model_dump(),
+        # Logging and checkpointing change what we see and how we recover, not what is trained.
+        "train": config.train.model_dump(exclude=not_trained_by),
+        "device": {"type": plan.device, "precision": plan.precision},
+        "code": code_version(__name__, LIBRARIES),
+    }
+    return artifact_dir(config.artifacts.root, spec_of(objective).train_stage, inputs)
+
+
+def train(blocks_dir: str, tokenize_dir: str, config: PipelineConfig, objective: Objective) -> str:
+    """The body of both training tasks; returns the directory of the saved model."""
+    # Imported here, not at the top: a cached run computes keys only, and never loads the work's libraries.
+    from lmpipe.training.launcher import train_once
+
+    out = train_output_dir(blocks_dir, tokenize_dir, config, objective)
+    progress = TrainingProgress(spec_of(objective).train_stage)
+    train_once(objective, out, blocks_dir, tokenize_dir, config, get_run_logger(), progress.update)
+    return str(out)
+
+
+@task(name="train-clm", **cached_stage(partial(train_output_dir, objective="clm")))
+def train_clm(blocks_dir: str, tokenize_dir: str, config: PipelineConfig) -> str:
+    """Train the causal LM (GPT-2 family) in a child process; returns the directory of the saved model."""
+    return train(blocks_dir, tokenize_dir, config, "clm")
+
+
+@task(name="train-mlm", **cached_stage(partial(train_output_dir, objective="mlm")))
+def train_mlm(blocks_dir: str, tokenize_dir: str, config: PipelineConfig) -> str:
+    """Train the masked LM (RoBERTa family) in a child process; returns the directory of the saved model."""
+    return train(blocks_dir, tokenize_dir, config, "mlm")
+
+
+TRAIN_TASKS = {"clm": train_clm, "mlm": train_mlm}

@@ -1,0 +1,72 @@
+"""`lmpipe run` with no Prefect server configured: it starts Prefect's temporary server itself, gives
+it the time it needs on a loaded machine, and when the server cannot start says so in one line,
+leaving no server process behind."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from pipeline_probe import PROJECT_ROOT, registered_versions
+
+pytestmark = pytest.mark.integration
+
+TINY = PROJECT_ROOT / "configs" / "tiny.yaml"
+LMPIPE = Path(sys.executable).parent / "lmpipe"
+
+
+def lmpipe_run(workspace: Path, *extra_env: tuple[str, str], timeout_s: float = 600) -> subprocess.CompletedProcess:
+    """`lmpipe run clm` on the tiny config, as a user types it: its own Prefect home, no server configured."""
+    env = {key: value for key, value in os.environ.items() if key != "PREFECT_API_URL"}
+    env |= {"PREFECT_HOME": str(workspace / "prefect-home"), **dict(extra_env)}
+    command = [
+        str(LMPIPE), "run", "clm", "--config", str(TINY),
+        "--set", f"artifacts.root={workspace / 'artifacts'}",
+        "--set", f"registry.tracking_uri=sqlite:///{workspace / 'mlflow.db'}",
+        "--set", "train.max_steps=2", "--set", "eval.max_blocks=4",
+    ]  # fmt: skip
+    return subprocess.run(command, cwd=workspace, env=env, capture_output=True, text=True, timeout=timeout_s)
+
+
+def servers_of(prefect_home: Path) -> list[int]:
+    """Pids of live Prefect server processes started with this Prefect home (found by their environment)."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if "prefect.server.api.server:create_app" not in (proc / "cmdline").read_text():
+                continue
+            if f"PREFECT_HOME={prefect_home}".encode() in (proc / "environ").read_bytes().split(b"\0"):
+                pids.append(int(proc.name))
+        except (OSError, ValueError):
+            continue
+    return pids
+
+
+def test_a_server_that_cannot_start_in_time_is_one_line_and_leaves_nothing_running(workspace):
+    finished = lmpipe_run(workspace, ("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "1"))
+    assert finished.returncode == 1, finished.stdout[-2000:] + finished.stderr[-2000:]
+    last_line = finished.stderr.strip().splitlines()[-1]
+    assert last_line.startswith("lmpipe: the temporary Prefect server did not answer within 1 s;"), last_line
+    assert "make serve" in last_line and "PREFECT_API_URL" in last_line
+    assert "Traceback" not in finished.stderr
+    assert servers_of(workspace / "prefect-home") == []
+    assert not (workspace / "artifacts").exists(), "nothing starts before the server answers"
+    assert registered_versions(f"sqlite:///{workspace / 'mlflow.db'}") == {}
+
+
+def test_a_run_completes_on_a_loaded_machine(workspace):
+    """Both cores busy with other work while the temporary server starts and the flow runs."""
+    hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(3)]
+    try:
+        finished = lmpipe_run(workspace)
+    finally:
+        for hog in hogs:
+            hog.kill()
+            hog.wait()
+    assert finished.returncode == 0, finished.stdout[-2000:] + finished.stderr[-3000:]
+    assert "eli5-clm  1" in finished.stdout
+    assert "Error logging to API" not in finished.stderr + finished.stdout  # logs were sent before it stopped
+    assert servers_of(workspace / "prefect-home") == []

@@ -1,0 +1,94 @@
+"""lmpipe.registry (naming, mlflow_run, register): the pure helpers (params, tracking URI, requirements, names)."""
+
+from __future__ import annotations
+
+import re
+from importlib import metadata
+
+import pytest
+
+from lmpipe.config.loading import load_config
+from lmpipe.config.schema import PipelineConfig
+from lmpipe.objectives import OBJECTIVES
+from lmpipe.registry.mlflow_run import flat_params, pip_requirements
+from lmpipe.registry.naming import registered_name, tracking_uri
+
+
+def test_flat_params_flattens_nested_sections_into_dotted_strings():
+    tree = {
+        "train": {"epochs": 3.0, "max_steps": None},
+        "model": {"clm": {"n_layers": 2, "pretrained": "gpt2"}},
+        "top": [1, 2],
+    }
+    assert flat_params(tree) == {
+        "train.epochs": "3.0",
+        "train.max_steps": "None",
+        "model.clm.n_layers": "2",
+        "model.clm.pretrained": "gpt2",
+        "top": "[1, 2]",
+    }
+
+
+def test_flat_params_of_the_whole_config_has_one_entry_per_field():
+    params = flat_params(PipelineConfig().model_dump(mode="json"))
+    assert params["data.block_size"] == "128"
+    assert params["model.mlm.hidden_size"] == "128"
+    assert params["registry.experiment"] == "lm-pipeline"
+    assert all(isinstance(value, str) for value in params.values())
+    assert not any(isinstance(value, dict) for value in params.values())
+
+
+def test_tracking_uri_prefers_the_config(monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://from-env:5000")
+    config = load_config(overrides=["registry.tracking_uri=http://from-config:5000"])
+    assert tracking_uri(config) == "http://from-config:5000"
+
+
+def test_tracking_uri_falls_back_to_the_environment(monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://from-env:5000")
+    assert tracking_uri(PipelineConfig()) == "http://from-env:5000"
+
+
+def test_tracking_uri_defaults_to_sqlite_in_the_working_directory(monkeypatch, tmp_path):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert tracking_uri(PipelineConfig()) == f"sqlite:///{tmp_path / 'mlflow.db'}"
+
+
+def test_pip_requirements_pin_the_installed_versions():
+    requirements = pip_requirements()
+    pinned = dict(re.fullmatch(r"([A-Za-z0-9_.-]+)==(\S+)", line).groups() for line in requirements)
+    assert len(pinned) == len(requirements)
+    assert {"transformers", "torch", "tokenizers"} <= set(pinned)
+    for library, version in pinned.items():
+        assert version == metadata.version(library)
+
+
+def test_pip_requirements_leave_out_torchvision():
+    assert not any(line.lower().startswith("torchvision") for line in pip_requirements())
+
+
+@pytest.mark.parametrize("objective, name", [("clm", "my-clm"), ("mlm", "my-mlm")])
+def test_registered_name_follows_the_objective(objective, name):
+    config = load_config(overrides=["registry.clm_model_name=my-clm", "registry.mlm_model_name=my-mlm"])
+    assert registered_name(config, objective) == name
+
+
+def test_each_objective_has_a_transformers_pipeline_task():
+    from transformers.pipelines import SUPPORTED_TASKS
+
+    tasks = {name: spec.pipeline_task for name, spec in OBJECTIVES.items()}
+    assert tasks == {"clm": "text-generation", "mlm": "fill-mask"}
+    # MLflow logs the model under this task name, so it must be one transformers can build.
+    assert set(tasks.values()) <= set(SUPPORTED_TASKS)
+
+
+def test_register_reads_the_card_samples_evaluate_wrote_and_names_a_missing_file(tmp_path):
+    from lmpipe.errors import PipelineInputError
+    from lmpipe.evaluation.report import read_samples
+
+    (tmp_path / "samples.json").write_text('[{"prompt": "The json module", "generated_text": "The json module is"}]')
+    assert read_samples(tmp_path)[0]["generated_text"] == "The json module is"
+    (tmp_path / "samples.json").unlink()
+    with pytest.raises(PipelineInputError, match=r"samples\.json is missing; re-run evaluate"):
+        read_samples(tmp_path)
