@@ -13,6 +13,10 @@ from typing import Literal
 
 Objective = Literal["clm", "mlm"]  # causal LM (GPT-2 family) or masked LM (RoBERTa family)
 
+# How users write the masked token in card sentences and `lmpipe predict`, whatever the tokenizer
+# calls it (RoBERTa's <mask>, BERT's [MASK]).
+MASK_PLACEHOLDER = "<mask>"
+
 
 @dataclass(frozen=True)
 class ObjectiveSpec:

@@ -16,7 +16,7 @@ from lmpipe.orchestration.caching import Log, build_stage, cached_stage
 from lmpipe.orchestration.flow_runs import current_flow_run
 from lmpipe.orchestration.reports import publish_registration
 from lmpipe.orchestration.retries import retry_unless_input_error
-from lmpipe.registry.naming import registered_name, registration_key, tracking_uri
+from lmpipe.registry.identity import registered_name, registration_key, tracking_uri
 from lmpipe.store.code_version import code_version
 from lmpipe.store.keys import artifact_dir
 

@@ -6,15 +6,18 @@ Keyed by the tokenizer, not the objective: CLM and MLM share one artifact when t
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from prefect import task
 
 from lmpipe.config.schema import PipelineConfig
 from lmpipe.data.tokenizer_choice import tokenizer_identity
-from lmpipe.objectives import Objective
 from lmpipe.orchestration.caching import build_stage, cached_stage
 from lmpipe.store.code_version import code_version
 from lmpipe.store.keys import artifact_dir
+
+if TYPE_CHECKING:  # a type only: which objective is in the key, not the table's code
+    from lmpipe.objectives import Objective
 
 LIBRARIES = ("tokenizers", "transformers", "datasets", "pyarrow")  # the libraries that shape this stage's output
 

@@ -41,7 +41,8 @@ def train_output_dir(blocks_dir: str, tokenize_dir: str, config: PipelineConfig,
 
 def train(blocks_dir: str, tokenize_dir: str, config: PipelineConfig, objective: Objective) -> str:
     """The body of both training tasks; returns the directory of the saved model."""
-    # Imported here, not at the top: a cached run computes keys only, and never loads the work's libraries.
+    # Imported here, not at the top: a cached run computes keys only (torch alone, for the device), and never
+    # loads transformers.
     from lmpipe.training.launcher import train_once
 
     out = train_output_dir(blocks_dir, tokenize_dir, config, objective)
@@ -50,13 +51,13 @@ def train(blocks_dir: str, tokenize_dir: str, config: PipelineConfig, objective:
     return str(out)
 
 
-@task(name="train-clm", **cached_stage(partial(train_output_dir, objective="clm")))
+@task(name=spec_of("clm").train_stage, **cached_stage(partial(train_output_dir, objective="clm")))
 def train_clm(blocks_dir: str, tokenize_dir: str, config: PipelineConfig) -> str:
     """Train the causal LM (GPT-2 family) in a child process; returns the directory of the saved model."""
     return train(blocks_dir, tokenize_dir, config, "clm")
 
 
-@task(name="train-mlm", **cached_stage(partial(train_output_dir, objective="mlm")))
+@task(name=spec_of("mlm").train_stage, **cached_stage(partial(train_output_dir, objective="mlm")))
 def train_mlm(blocks_dir: str, tokenize_dir: str, config: PipelineConfig) -> str:
     """Train the masked LM (RoBERTa family) in a child process; returns the directory of the saved model."""
     return train(blocks_dir, tokenize_dir, config, "mlm")

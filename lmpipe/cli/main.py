@@ -96,33 +96,41 @@ def run_flow(name: str, config) -> int:
     """Run flow `name` on `config` here, printing the registrations, or one line saying why it failed."""
     from lmpipe.orchestration.temporary_server import (
         TemporaryServer,
+        connected_to,
         needs_temporary_server,
-        prefect_api,
         startup_timeout_s,
     )
 
+    server = None
     try:
         timeout_s = startup_timeout_s()
-    except ConfigError as error:
-        print(f"lmpipe: {error}", file=sys.stderr)
-        return 2
-    # Started first: Prefect's temporary server boots on another core while the flow's modules import.
-    server = TemporaryServer.spawn() if needs_temporary_server() else None
-    try:
+        # Started first: Prefect's temporary server boots on another core while the flow's modules import.
+        server = TemporaryServer.spawn() if needs_temporary_server() else None
         flow = load_flow(name)
-        with prefect_api(server, timeout_s):
+        with connected_to(server, timeout_s):
             registrations = flow(config)
+    except ConfigError as error:
+        return fail(str(error), 2)
     except TemporaryServerFailed as error:
-        print(f"lmpipe: {error}", file=sys.stderr)
-        return 1
-    except Exception as error:  # noqa: BLE001 - report any failure as one line; Prefect logged the traceback
-        print(f"\nlmpipe: {name} flow failed: {type(error).__name__}: {error}", file=sys.stderr)
-        return 1
+        return fail(str(error), 1)
+    except KeyboardInterrupt:
+        return fail(f"{name} flow interrupted", 130)
+    except BaseException as error:  # noqa: BLE001 - any failure is one line; Prefect logged the traceback
+        if isinstance(error, SystemExit):
+            raise
+        return fail(f"{name} flow failed: {type(error).__name__}: {error}", 1)
     finally:
         if server is not None:
             server.stop()
     print("\n" + summary_table(registrations))
     return 0
+
+
+def fail(message: str, code: int) -> int:
+    """The last line a failed command prints: its first line only (the details are in the log above)."""
+    lines = message.strip().splitlines() or ["failed"]
+    print(f"\nlmpipe: {lines[0]}" + (" (more above)" if len(lines) > 1 else ""), file=sys.stderr)
+    return code
 
 
 def run_from_script(name: str) -> None:

@@ -10,11 +10,10 @@ from typing import Any
 
 from datasets import DatasetDict, disable_caching, load_from_disk
 
+from lmpipe.data.columns import TEXT_COLUMN
 from lmpipe.errors import PipelineInputError
 
 _log = logging.getLogger(__name__)
-
-TEXT_COLUMN = "text"
 
 
 def join_text(value: Any, field: str) -> str:

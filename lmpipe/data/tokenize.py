@@ -1,7 +1,7 @@
 """The tokenize stage's work: text into token ids with a fast tokenizer, streamed from disk to disk.
 
 The artifact is keyed by the tokenizer, not the objective, so CLM and MLM share one tokenized
-dataset whenever they use the same tokenizer (lmpipe.data.tokenizers says which one that is).
+dataset whenever they use the same tokenizer (lmpipe.data.tokenizer_choice says which one that is).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
@@ -27,8 +27,10 @@ from lmpipe.config.schema import PipelineConfig
 from lmpipe.data.columns import TEXT_COLUMN, TOKENIZED_FEATURES, total_tokens
 from lmpipe.data.tokenizer_choice import tokenizer_source
 from lmpipe.data.tokenizers import build_tokenizer
-from lmpipe.objectives import Objective
 from lmpipe.store.arrow_stream import logged_progress, map_dataset_dict, read_batches
+
+if TYPE_CHECKING:  # a type only: which objective is in the key, not the table's code
+    from lmpipe.objectives import Objective
 
 _log = logging.getLogger(__name__)
 

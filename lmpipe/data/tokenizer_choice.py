@@ -6,12 +6,14 @@ Cheap to import (no transformers): a cached run computes keys without loading a 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from lmpipe.config.schema import PipelineConfig
 from lmpipe.data.hub import is_local_reference
-from lmpipe.objectives import Objective
 from lmpipe.store.keys import file_digest
+
+if TYPE_CHECKING:  # a type only: which objective is in the key, not the table's code
+    from lmpipe.objectives import Objective
 
 WEIGHT_SUFFIXES = {".safetensors", ".bin", ".pt", ".pth", ".h5", ".msgpack", ".ckpt", ".onnx", ".gguf"}
 

@@ -9,7 +9,7 @@ concatenates them, and the causal model learns where a document ends.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tokenizers import AddedToken, ByteLevelBPETokenizer
 from tokenizers.processors import RobertaProcessing
@@ -19,7 +19,9 @@ from lmpipe.config.schema import PipelineConfig
 from lmpipe.data.hub import is_local_reference, require_hub
 from lmpipe.data.tokenizer_choice import tokenizer_origin
 from lmpipe.errors import PipelineInputError
-from lmpipe.objectives import Objective, spec_of
+
+if TYPE_CHECKING:  # a type only: which objective is in the key, not the table's code
+    from lmpipe.objectives import Objective
 
 SPECIAL_TOKENS = {
     "bos_token": "<s>",
@@ -78,16 +80,3 @@ def build_tokenizer(
     if source is None:
         return train_bpe_tokenizer(train_texts, config.tokenizer.vocab_size, config.tokenizer.min_frequency)
     return load_pretrained_tokenizer(source, field, revision)
-
-
-def require_objective_tokens(tokenizer_dir: Path, objective: Objective, field: str) -> None:
-    """The special tokens `objective` needs (a masked LM: mask and pad) are there, else an input error
-    naming `field`, before any training starts: GPT-2's tokenizer, say, cannot train a masked LM."""
-    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
-    spec = spec_of(objective)
-    missing = [name.removesuffix("_token") for name in spec.required_tokens if getattr(tokenizer, name) is None]
-    if missing:
-        raise PipelineInputError(
-            f"{field}: the tokenizer has no {missing[0]} token, which {spec.head_kind}-LM training needs; "
-            f"use a {spec.title}'s tokenizer (e.g. RoBERTa's) or null to train one here"
-        )

@@ -86,7 +86,7 @@ def model_eval_loss(
     collator = evaluation_batches(objective, tokenizer, config.train.mlm_probability, config.eval.mlm_seed)
     try:
         return token_weighted_loss(model, test, collator, objective, config.eval.batch_size, device)
-    finally:  # this runs in the worker: hand GPU memory back before the next trainer starts
+    finally:  # the flow's process: hand GPU memory back before the next trainer starts
         model.to("cpu")
         if device == "cuda":
             torch.cuda.empty_cache()

@@ -16,9 +16,9 @@ from typing import Any
 from transformers import AutoTokenizer
 
 from lmpipe.config.pretrained import usable_positions
-from lmpipe.config.schema import MASK_PLACEHOLDER, CardConfig, PipelineConfig
+from lmpipe.config.schema import CardConfig, PipelineConfig
 from lmpipe.evaluation.perplexity import trained_model
-from lmpipe.objectives import Objective, spec_of
+from lmpipe.objectives import MASK_PLACEHOLDER, OBJECTIVES, Objective, spec_of
 
 TOP_K_SAMPLING = 50  # what the guide's generate() call samples from
 
@@ -29,7 +29,7 @@ def clm_samples(model: Any, tokenizer: Any, card: CardConfig) -> list[dict[str, 
     """One seeded, sampled generation per prompt: the same model always shows the same text."""
     from transformers import pipeline, set_seed
 
-    generator = pipeline("text-generation", model=model, tokenizer=tokenizer, device="cpu")
+    generator = pipeline(OBJECTIVES["clm"].pipeline_task, model=model, tokenizer=tokenizer, device="cpu")
     samples = []
     for configured in card.clm_prompts:
         prompt, new_tokens = fitted_prompt(configured, tokenizer, model, card.max_new_tokens)
@@ -75,7 +75,7 @@ def mlm_samples(model: Any, tokenizer: Any, card: CardConfig, top_k: int = 3) ->
     """The top-k fillings of each sentence's <mask>, with their scores."""
     from transformers import pipeline
 
-    filler = pipeline("fill-mask", model=model, tokenizer=tokenizer, device="cpu")
+    filler = pipeline(OBJECTIVES["mlm"].pipeline_task, model=model, tokenizer=tokenizer, device="cpu")
     limit = usable_positions(model.config.to_dict())
     samples = []
     for sentence in card.mlm_sentences:

@@ -42,8 +42,6 @@ def gpt2_config(model: ModelConfig, tokenizer: PreTrainedTokenizerBase) -> GPT2C
 
 
 def roberta_config(model: ModelConfig, tokenizer: PreTrainedTokenizerBase) -> RobertaConfig:
-    if tokenizer.mask_token_id is None or tokenizer.pad_token_id is None:
-        raise PipelineInputError("model.mlm.tokenizer: a masked LM needs a tokenizer with mask and pad tokens")
     return RobertaConfig(
         vocab_size=len(tokenizer),
         # RoBERTa numbers positions from padding_idx + 1 (see lmpipe.config.pretrained.usable_positions).
@@ -109,6 +107,18 @@ def build_base_model(
     if loaded.get_input_embeddings().num_embeddings < len(tokenizer):
         loaded.resize_token_embeddings(len(tokenizer))
     return loaded
+
+
+def require_objective_tokens(tokenizer: PreTrainedTokenizerBase, objective: Objective, field: str) -> None:
+    """The special tokens `objective` needs (a masked LM: mask and pad) are there, else an input error naming
+    `field`, the config field that chose the tokenizer: GPT-2's tokenizer, say, cannot train a masked LM."""
+    spec = spec_of(objective)
+    missing = [name.removesuffix("_token") for name in spec.required_tokens if getattr(tokenizer, name) is None]
+    if missing:
+        raise PipelineInputError(
+            f"{field}: the tokenizer has no {missing[0]} token, which {spec.head_kind}-LM training needs; "
+            f"use a {spec.title}'s tokenizer (e.g. RoBERTa's) or null to train one here"
+        )
 
 
 def count_parameters(model: PreTrainedModel) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from prefect import runtime
 from prefect.settings import PREFECT_UI_URL
 
-from lmpipe.registry.naming import FlowRun
+from lmpipe.registry.identity import FlowRun
 
 
 def current_flow_run() -> FlowRun:

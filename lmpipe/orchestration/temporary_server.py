@@ -6,13 +6,16 @@ Prefect traceback), and it imports the whole server application into the flow's 
 (3 s here) just to launch it. Here the same server is started the way Prefect starts it (uvicorn on
 Prefect's app factory, UI off, the ephemeral set of services), but by `lmpipe run`, before the
 flow's modules are imported: it boots on another core meanwhile, this process never imports the
-server's code, it gets the time it needs, and a server that cannot start is one line saying what
+server's code, it gets the time it needs, its output goes to a log file instead of the terminal,
+it dies with the process that started it, and a server that cannot start is one line saying what
 to do instead.
 """
 
 from __future__ import annotations
 
+import ctypes
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -20,6 +23,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 
@@ -27,7 +31,7 @@ from lmpipe.errors import ConfigError, TemporaryServerFailed
 
 TIMEOUT_ENV = "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"  # Prefect's own setting, honoured here too
 DEFAULT_TIMEOUT_S = 300  # Prefect's default is 20 s: too little on two loaded cores
-PORT_IN_USE = 3  # uvicorn's exit code when its port was taken meanwhile: try another
+LOG_NAME = "temporary-server.log"  # in PREFECT_HOME
 
 
 def startup_timeout_s() -> int:
@@ -50,16 +54,22 @@ def needs_temporary_server() -> bool:
     return not PREFECT_API_URL.value() and bool(PREFECT_SERVER_ALLOW_EPHEMERAL_MODE.value())
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+_LIBC = ctypes.CDLL(None) if sys.platform == "linux" else None  # loaded here: a forked child only calls into it
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """In the server process, before it runs: the kernel sends it SIGTERM when `lmpipe run` dies, even by
+    SIGKILL, so no server outlives the run that started it (Linux; elsewhere the run's own exit stops it)."""
+    if _LIBC is not None:
+        _LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 @dataclass
 class TemporaryServer:
     process: subprocess.Popen
     port: int
+    log_path: Path
 
     @property
     def api_url(self) -> str:
@@ -69,9 +79,15 @@ class TemporaryServer:
     def spawn(cls) -> TemporaryServer:
         """Start the server process and return at once; `wait_until_ready` waits for it."""
         import prefect
-        from prefect.settings import get_current_settings
+        from prefect.settings import PREFECT_HOME, get_current_settings
 
-        port = free_port()
+        # The socket is bound here and handed over (uvicorn --fd): no other process can take the port
+        # between choosing it and listening on it, so any early exit is a real failure.
+        listener = socket.socket()
+        listener.bind(("127.0.0.1", 0))
+        port = listener.getsockname()[1]
+        log_path = Path(PREFECT_HOME.value()) / LOG_NAME
+        log_path.parent.mkdir(parents=True, exist_ok=True)
         env = {
             **os.environ,
             # As Prefect's SubprocessASGIServer runs it: no UI, the services an ephemeral server runs.
@@ -82,23 +98,28 @@ class TemporaryServer:
         }
         command = [
             sys.executable, "-m", "uvicorn", "--app-dir", str(prefect.__module_path__.parent),
-            "--factory", "prefect.server.api.server:create_app", "--host", "127.0.0.1", "--port", str(port),
+            "--factory", "prefect.server.api.server:create_app", "--fd", str(listener.fileno()),
             "--log-level", "error", "--lifespan", "on",
         ]  # fmt: skip
-        return cls(subprocess.Popen(command, env=env), port)
+        with listener, open(log_path, "w") as log:
+            process = subprocess.Popen(
+                command,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                pass_fds=(listener.fileno(),),
+                preexec_fn=_die_with_parent if _LIBC is not None else None,
+            )
+        return cls(process, port, log_path)
 
-    def wait_until_ready(self, timeout_s: float) -> None:
+    def wait_until_ready(self, timeout_s: int) -> None:
         """Until the API answers; TemporaryServerFailed (and the process stopped) if it does not in time."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            if self.process.poll() == PORT_IN_USE:
-                replacement = TemporaryServer.spawn()
-                self.process, self.port = replacement.process, replacement.port
-            elif self.process.poll() is not None:
-                self.stop()
+            if self.process.poll() is not None:
                 raise TemporaryServerFailed(
-                    f"the temporary Prefect server exited with code {self.process.returncode} before answering; "
-                    + WHAT_TO_DO
+                    f"the temporary Prefect server exited with code {self.process.returncode} before answering "
+                    f"(its output: {self.log_path}); {WHAT_TO_DO}"
                 )
             try:
                 if httpx.get(f"{self.api_url}/health", timeout=2).status_code == 200:
@@ -107,9 +128,7 @@ class TemporaryServer:
                 pass
             time.sleep(0.2)
         self.stop()
-        raise TemporaryServerFailed(
-            f"the temporary Prefect server did not answer within {timeout_s:g} s; " + WHAT_TO_DO
-        )
+        raise TemporaryServerFailed(f"the temporary Prefect server did not answer within {timeout_s} s; {WHAT_TO_DO}")
 
     def stop(self, grace_s: float = 10) -> None:
         if self.process.poll() is None:
@@ -128,23 +147,20 @@ WHAT_TO_DO = (
 
 
 @contextmanager
-def prefect_api(server: TemporaryServer | None, timeout_s: int) -> Iterator[None]:
-    """Inside, Prefect talks to `server` (None: to the one configured), once it answers within `timeout_s`;
-    the server stops on the way out."""
+def connected_to(server: TemporaryServer | None, timeout_s: int) -> Iterator[None]:
+    """Inside, Prefect talks to `server` once it answers within `timeout_s` (None: to the server configured).
+    What Prefect still queues for it is sent before leaving; stopping it is the caller's."""
     if server is None:
         yield
         return
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    try:
-        server.wait_until_ready(timeout_s)
-        with temporary_settings(updates={PREFECT_API_URL: server.api_url}):
-            try:
-                yield
-            finally:
-                send_what_prefect_queued()
-    finally:
-        server.stop()
+    server.wait_until_ready(timeout_s)
+    with temporary_settings(updates={PREFECT_API_URL: server.api_url}):
+        try:
+            yield
+        finally:
+            send_what_prefect_queued()
 
 
 def send_what_prefect_queued(timeout_s: float = 10) -> None:

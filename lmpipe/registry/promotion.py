@@ -19,6 +19,7 @@ from lmpipe.config.schema import RegistryConfig
 
 CHAMPION, CHALLENGER = "champion", "challenger"
 EVAL_SET_TAG, TOKENIZER_TAG = "eval.set", "tokenizer.hash"
+ALIAS_TAG, REASON_TAG = "lmpipe.alias", "lmpipe.alias_reason"  # on each version: its alias, and why
 
 _log = logging.getLogger(__name__)
 
@@ -102,7 +103,7 @@ def gate(
         return decide(candidate.perplexity, None, registry.champion_margin)
     version = int(holder.version)
     if version == candidate.version:  # a retry that already got this far
-        return Decision(CHAMPION, holder.tags.get("lmpipe.alias_reason", "already the champion"))
+        return Decision(CHAMPION, holder.tags.get(REASON_TAG, "already the champion"))
     own = recorded_perplexity(client, holder)
     champion_set = holder.tags.get(EVAL_SET_TAG)
     if champion_set == candidate.eval_set:

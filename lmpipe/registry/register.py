@@ -28,11 +28,11 @@ from lmpipe.errors import PipelineInputError
 from lmpipe.evaluation.perplexity import model_eval_loss, perplexity_from_loss, test_blocks
 from lmpipe.evaluation.report import read_metrics, read_samples
 from lmpipe.objectives import Objective
+from lmpipe.registry.identity import OUTSIDE_PREFECT, FlowRun, registered_name, registration_key, tracking_uri
 from lmpipe.registry.lineage import lineage_tags
 from lmpipe.registry.mlflow_run import KEY_TAG, MODEL_URI_TAG, find_logged_run, log_training_run
 from lmpipe.registry.model_card import CardFacts, description_of, render
-from lmpipe.registry.naming import OUTSIDE_PREFECT, FlowRun, registered_name, registration_key, tracking_uri
-from lmpipe.registry.promotion import Candidate, Decision, gate
+from lmpipe.registry.promotion import ALIAS_TAG, REASON_TAG, Candidate, Decision, gate
 from lmpipe.registry.secrets import link, mask_url
 from lmpipe.registry.tracking import experiment_id_for, mlflow_ui_base
 from lmpipe.store.manifest import read_manifest
@@ -40,7 +40,6 @@ from lmpipe.store.manifest import read_manifest
 _log = logging.getLogger(__name__)
 
 COMPLETE_TAG = "lmpipe.complete"  # on the version, written last: card, tags and alias are all in place
-ALIAS_TAG, REASON_TAG = "lmpipe.alias", "lmpipe.alias_reason"
 
 
 # ---------------------------------------------------------------------------- version

@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
-from lmpipe.config.schema import MASK_PLACEHOLDER
+from lmpipe.objectives import MASK_PLACEHOLDER, OBJECTIVES
 
 
 def version_rows(tracking_uri: str, name: str | None = None) -> list[dict[str, Any]]:
@@ -69,7 +69,7 @@ def predict(uri: str, text: str, tracking_uri: str, top_k: int = 3, max_new_toke
 
     mlflow.set_tracking_uri(tracking_uri)
     pipeline = mlflow.transformers.load_model(uri)
-    if pipeline.task == "fill-mask":
+    if any(spec.masked and spec.pipeline_task == pipeline.task for spec in OBJECTIVES.values()):
         # '<mask>' works for every model; BERT-family tokenizers spell it '[MASK]'.
         text = text.replace(MASK_PLACEHOLDER, pipeline.tokenizer.mask_token)
         return [

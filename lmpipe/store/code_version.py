@@ -16,13 +16,16 @@ Not followed, because they never change what an artifact holds:
 - lmpipe.errors: a stage that raises publishes nothing;
 - this module: it computes keys and writes nothing;
 - lmpipe.cli: nothing a stage runs imports it.
-tests/unit/test_stage_keys.py runs each stage and fails if any project code it executed is
+Comments and docstrings are not part of the hash: rewording one never rebuilds an artifact.
+tests/unit/tasks/test_stage_keys.py runs each stage and fails if any project code it executed is
 missing from its key.
 """
 
 from __future__ import annotations
 
 import ast
+import io
+import tokenize
 from functools import cache
 from importlib import metadata
 from pathlib import Path
@@ -71,7 +74,7 @@ def imported_modules(source: str, module: str, project_root: Path = PROJECT_ROOT
     path = module_file(module, project_root)
     package = module if path is not None and path.name == "__init__.py" else module.rpartition(".")[0]
     found: set[str] = set()
-    for node in ast.walk(ast.parse(source)):
+    for node in _executed_nodes(ast.parse(source)):
         if isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
@@ -83,6 +86,52 @@ def imported_modules(source: str, module: str, project_root: Path = PROJECT_ROOT
                 submodule = f"{base}.{alias.name}"
                 found.add(submodule if module_file(submodule, project_root) is not None else base)
     return {name for name in found if name and module_file(name, project_root) is not None}
+
+
+def _executed_nodes(tree: ast.AST) -> list[ast.AST]:
+    """Every node of `tree` but those under `if TYPE_CHECKING:`, which never run."""
+    skipped = {
+        id(child)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
+        for branch in node.body
+        for child in ast.walk(branch)
+    }
+    return [node for node in ast.walk(tree) if id(node) not in skipped]
+
+
+def code_text(source: str) -> str:
+    """The source as it runs: without comments, docstrings and blank lines. Cut from the text itself, so
+    the result does not depend on the Python version (ast.dump and the token stream do)."""
+    docstring_lines = {
+        node.body[0].lineno
+        for node in ast.walk(ast.parse(source))
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+        and node.body
+        and isinstance(node.body[0], ast.Expr)
+        and isinstance(node.body[0].value, ast.Constant)
+        and isinstance(node.body[0].value.value, str)
+    }
+    lines = source.splitlines(keepends=True)
+    offsets = [0]
+    for line in lines:
+        offsets.append(offsets[-1] + len(line))
+    cuts = [
+        (offsets[token.start[0] - 1] + token.start[1], offsets[token.end[0] - 1] + token.end[1])
+        for token in tokenize.generate_tokens(io.StringIO(source).readline)
+        if token.type == tokenize.COMMENT
+        or (
+            token.type == tokenize.STRING
+            and token.start[0] in docstring_lines
+            and not token.line[: token.start[1]].strip()
+        )
+    ]
+    kept, position = [], 0
+    for begin, finish in cuts:
+        kept.append(source[position:begin])
+        position = finish
+    kept.append(source[position:])
+    return "\n".join(line.rstrip() for line in "".join(kept).splitlines() if line.strip())
 
 
 @cache
@@ -116,5 +165,5 @@ def code_version(root: str, libraries: tuple[str, ...], project_root: Path = PRO
     Cached per process: the sources a running process executes do not change under it.
     """
     closure = project_closure(root, project_root)
-    sources = {name: module_file(name, project_root).read_text() for name in closure}  # type: ignore[union-attr]
+    sources = {name: code_text(module_file(name, project_root).read_text()) for name in closure}  # type: ignore[union-attr]
     return fingerprint({"sources": sources, "libraries": {lib: library_version(lib) for lib in sorted(libraries)}})

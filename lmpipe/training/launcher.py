@@ -19,12 +19,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from transformers import AutoTokenizer
+
 from lmpipe.config.schema import PipelineConfig
 from lmpipe.data.tokenizer_choice import tokenizer_origin
-from lmpipe.data.tokenizers import require_objective_tokens
 from lmpipe.errors import PipelineInputError, TrainingFailed
+from lmpipe.models.base import require_objective_tokens
 from lmpipe.objectives import Objective, spec_of
 from lmpipe.store.publish import ensure_built
+
+# The training process's module, imported rather than named as a string: that import is what puts the
+# training code (loop, trainer, models) into the train stage's derived cache key.
 from lmpipe.training import events, worker
 from lmpipe.training.job import TrainingJob, job_file_content
 
@@ -68,7 +73,8 @@ def train_once(
     published delete, the checkpoints keyed like it."""
     label = spec_of(objective).train_stage
     # Before any training starts: a masked LM needs a tokenizer with a mask token, say.
-    require_objective_tokens(Path(tokenize_dir) / "tokenizer", objective, tokenizer_origin(config, objective).field)
+    tokenizer = AutoTokenizer.from_pretrained(str(Path(tokenize_dir) / "tokenizer"))
+    require_objective_tokens(tokenizer, objective, tokenizer_origin(config, objective).field)
     job = training_job(objective, blocks_dir, tokenize_dir, config, out)
 
     def build(scratch: Path) -> None:

@@ -181,6 +181,6 @@ def save_records(out_dir: Path, metrics: dict[str, Any], log_history: list[dict[
         if "loss" in entry
     ]
     (out_dir / "train_history.json").write_text(json.dumps(history, indent=2))
-    # The resolved config travels inside the checkpoint, as nanoGPT does.
+    # The resolved config travels with the model, as nanoGPT saves it inside its checkpoint.
     resolved = {"model": job.model.model_dump(), "train": job.train.model_dump(), "block_size": job.block_size}
     (out_dir / "pipeline_config.json").write_text(json.dumps(resolved, indent=2))

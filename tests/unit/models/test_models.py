@@ -6,7 +6,7 @@ import pytest
 
 from lmpipe.config.schema import ModelConfig
 from lmpipe.errors import HubUnreachableError, PipelineInputError
-from lmpipe.models.base import build_base_model, count_parameters, roberta_config
+from lmpipe.models.base import build_base_model, count_parameters, require_objective_tokens
 
 TINY = dict(n_layers=1, hidden_size=32, n_heads=2, intermediate_size=64, max_positions=64)
 
@@ -55,5 +55,6 @@ def test_hub_model_fails_fast_when_the_hub_is_unreachable(tiny_tokenizer, monkey
 
 def test_masked_lm_needs_a_mask_token(tiny_tokenizer):
     without_mask = tiny_tokenizer.__class__(tokenizer_object=tiny_tokenizer.backend_tokenizer, pad_token="<pad>")
-    with pytest.raises(PipelineInputError, match="mask"):
-        roberta_config(ModelConfig(**TINY), without_mask)
+    with pytest.raises(PipelineInputError, match="tokenizer.pretrained: the tokenizer has no mask token"):
+        require_objective_tokens(without_mask, "mlm", "tokenizer.pretrained")
+    require_objective_tokens(without_mask, "clm", "tokenizer.pretrained")  # a causal LM needs no mask

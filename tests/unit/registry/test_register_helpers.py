@@ -10,8 +10,8 @@ import pytest
 from lmpipe.config.loading import load_config
 from lmpipe.config.schema import PipelineConfig
 from lmpipe.objectives import OBJECTIVES
+from lmpipe.registry.identity import registered_name, tracking_uri
 from lmpipe.registry.mlflow_run import flat_params, pip_requirements
-from lmpipe.registry.naming import registered_name, tracking_uri
 
 
 def test_flat_params_flattens_nested_sections_into_dotted_strings():

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from transformers import AutoTokenizer
 
 from lmpipe.config.loading import load_config
 from lmpipe.data.blocks import group_dataset
@@ -25,8 +26,8 @@ from lmpipe.data.download import download_dataset
 from lmpipe.data.flatten import flatten_dataset
 from lmpipe.data.tokenize import tokenize_dataset
 from lmpipe.data.tokenizer_choice import tokenizer_origin
-from lmpipe.data.tokenizers import require_objective_tokens
 from lmpipe.evaluation.report import write_evaluation
+from lmpipe.models.base import require_objective_tokens
 from lmpipe.registry.register import register_model
 from lmpipe.store import code_version as code_versions
 from lmpipe.store.code_version import PROJECT_ROOT, is_followed, project_closure
@@ -105,26 +106,21 @@ def stages(tmp_path_factory) -> dict[str, set[str]]:
     blocks = stage(
         "group", "k", {"upstream": str(tokens)}, lambda s: group_dataset(tokens, 32, config.data.remainder, s, LOG)
     )
+    evaluated = {}
     for objective in ("clm", "mlm"):
         model_dir = stage("train", objective, {}, partial(train, config, objective, blocks, tokens))
-        eval_dir = stage(
-            "evaluate",
-            objective,
-            {"blocks": str(blocks)},
-            partial(write_evaluation, objective, model_dir, blocks, config),
-        )
-        stage(
-            "register",
-            objective,
-            {},
-            lambda _scratch, o=objective, m=model_dir, e=eval_dir: register_model(o, m, e, config),
-        )
+        evaluate = partial(write_evaluation, objective, model_dir, blocks, config)
+        evaluated[objective] = model_dir, stage("evaluate", objective, {"blocks": str(blocks)}, evaluate)
+    # One registration: both objectives run the same registry code (and MLflow takes seconds per version).
+    model_dir, eval_dir = evaluated["mlm"]
+    stage("register", "mlm", {}, lambda _scratch: register_model("mlm", model_dir, eval_dir, config))
     return seen
 
 
 def train(config: Any, objective: str, blocks: Path, tokens: Path, scratch: Path) -> None:
     """The training task's work: its checks in the flow process, then the training process's, here in one."""
-    require_objective_tokens(tokens / "tokenizer", objective, tokenizer_origin(config, objective).field)
+    tokenizer = AutoTokenizer.from_pretrained(str(tokens / "tokenizer"))
+    require_objective_tokens(tokenizer, objective, tokenizer_origin(config, objective).field)
     train_model(training_job(objective, str(blocks), str(tokens), config, scratch), scratch)
 
 
