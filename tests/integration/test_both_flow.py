@@ -8,7 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from pipeline_probe import registered_versions, task_states, tiny_config
+from pipeline_probe import BOTH_MODELS_TASK_RUNS, ONE_MODEL_TASK_RUNS, registered_versions, task_states, tiny_config
 
 from flows.both import both_flow
 
@@ -20,7 +20,7 @@ ALL_STAGES = ["download", "flatten", "tokenize", "group", "train-clm", "train-ml
 def run(config):
     state = both_flow(config, return_state=True)
     assert state.is_completed(), state.message
-    return state.result(), task_states(state.state_details.flow_run_id)
+    return state.result(), task_states(state.state_details.flow_run_id, runs=BOTH_MODELS_TASK_RUNS)
 
 
 def test_first_run_registers_both_models_then_reruns_are_cached_until_block_size_changes(workspace):
@@ -113,7 +113,9 @@ def test_each_config_section_reruns_only_the_stages_it_feeds(workspace):
     def states_after(*overrides: str) -> dict[str, set[str]]:
         state = clm_flow(tiny_config(workspace, *overrides), return_state=True)
         assert state.is_completed(), state.message
-        return {name: set(s) for name, s in task_states(state.state_details.flow_run_id).items()}
+        return {
+            name: set(s) for name, s in task_states(state.state_details.flow_run_id, runs=ONE_MODEL_TASK_RUNS).items()
+        }
 
     states_after()
     cached = {"Cached"}

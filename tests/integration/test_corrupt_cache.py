@@ -6,7 +6,7 @@ from __future__ import annotations
 import errno
 
 import pytest
-from pipeline_probe import registered_versions, task_states, tiny_config
+from pipeline_probe import ONE_MODEL_TASK_RUNS, registered_versions, task_states, tiny_config
 
 from flows.clm import clm_flow
 from lmpipe.store import arrow_stream
@@ -19,7 +19,7 @@ pytestmark = pytest.mark.integration
 
 def states_of(state) -> dict[str, list[str]]:
     assert state.is_completed(), state.message
-    return task_states(state.state_details.flow_run_id)
+    return task_states(state.state_details.flow_run_id, runs=ONE_MODEL_TASK_RUNS)
 
 
 def test_a_truncated_artifact_is_rebuilt_and_nothing_downstream_is_redone(workspace):
