@@ -33,3 +33,11 @@ def summed_token_loss(
     logits, labels = scored_positions(objective, logits, labels)
     loss = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=IGNORE_INDEX, reduction="sum")
     return loss, (labels != IGNORE_INDEX).sum()
+
+
+def scored_token_count(objective: Objective, labels: torch.Tensor) -> torch.Tensor:
+    """The number of tokens a batch is scored on, as a 0-d tensor on the batch's device: without the
+    first position of each causal block, which nothing predicts."""
+    if spec_of(objective).shifts_labels:
+        labels = labels[:, 1:]
+    return (labels != IGNORE_INDEX).sum()

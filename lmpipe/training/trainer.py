@@ -5,12 +5,8 @@ Checkpoints: the Trainer writes `checkpoint-N` in place, so a kill mid-write lea
 that looks usable. Here it writes into a staging directory, a manifest of every file's size and
 sha256 is added last (lmpipe.training.checkpoints), and only then is it renamed.
 
-Loss: transformers 5.23 divides a GPT-2 block's summed loss by all T of its labels, though the
-model scores T-1 of them (it shifts labels), so the loss it logs is (T-1)/T of the true mean
-(127/128 for the guide's blocks). The gradient keeps the Trainer's own scaling, so the trained
-weights stay exactly those of run_clm.py; only what is reported changes. The loss reported here
-is recomputed from the same logits (lmpipe.models.loss), summed over the scored tokens and
-divided by their count, the way evaluation computes it.
+Loss: what is logged is the mean over the tokens the model was scored on, the way evaluation
+computes it; the gradient stays the Trainer's own (lmpipe.training.scored_loss says why and how).
 """
 
 from __future__ import annotations
@@ -24,55 +20,11 @@ from typing import Any
 import torch
 from transformers import Trainer
 
-from lmpipe.models.loss import summed_token_loss
 from lmpipe.objectives import Objective
 from lmpipe.training.checkpoints import STAGING, rotate, write_manifest
+from lmpipe.training.scored_loss import ScoredLoss
 
 SCORED_LOSS_FILE = "lmpipe-scored-loss.json"  # in each checkpoint: the loss sums so far, for a resumed run
-
-
-class ScoredLoss:
-    """Running sums of the summed loss and the scored tokens: since the last log, and since step 0."""
-
-    def __init__(self) -> None:
-        self.interval_sum = self.interval_tokens = self.total_sum = self.total_tokens = 0.0
-        # (loss sum, tokens) not yet read, in float64 on the batches' device: reading waits for the device,
-        # so it happens once per log, not once per batch.
-        self._pending: torch.Tensor | None = None
-
-    def add(self, loss_sum: torch.Tensor, tokens: torch.Tensor) -> None:
-        step = torch.stack([loss_sum.detach().double(), tokens.detach().double()])
-        self._pending = step if self._pending is None else self._pending + step
-
-    def _settle(self) -> None:
-        if self._pending is None:
-            return
-        value, count = self._pending.tolist()
-        self._pending = None
-        self.interval_sum += value
-        self.interval_tokens += count
-        self.total_sum += value
-        self.total_tokens += count
-
-    def interval_mean(self) -> float:
-        """Mean loss per scored token since the last call; starts a new interval."""
-        self._settle()
-        mean = self.interval_sum / self.interval_tokens if self.interval_tokens else float("nan")
-        self.interval_sum = self.interval_tokens = 0.0
-        return mean
-
-    def overall_mean(self) -> float:
-        self._settle()
-        return self.total_sum / self.total_tokens if self.total_tokens else float("nan")
-
-    def state(self) -> dict[str, float]:
-        self._settle()
-        return {k: getattr(self, k) for k in ("interval_sum", "interval_tokens", "total_sum", "total_tokens")}
-
-    def restore(self, state: dict[str, float]) -> None:
-        self._pending = None
-        for key, value in state.items():
-            setattr(self, key, float(value))
 
 
 class PipelineTrainer(Trainer):
@@ -86,18 +38,25 @@ class PipelineTrainer(Trainer):
     ) -> None:
         super().__init__(*args, **kwargs)
         self.objective = objective
-        self.scored_loss = ScoredLoss()
+        self.scored_loss = ScoredLoss(objective)
+        # The model's own loss, kept as it returned it: under DDP the Trainer then scales it in place.
+        self._model_loss: torch.Tensor | None = None
+        self.model.register_forward_hook(self._keep_model_loss, with_kwargs=True)
         self._checkpoints_kept = checkpoints_kept
         self._on_checkpoint = on_checkpoint
         self._staging_save = False
 
     # ------------------------------------------------------------------------ loss
 
+    def _keep_model_loss(self, module, args, kwargs, output) -> None:
+        loss = output.get("loss") if isinstance(output, dict) else None
+        self._model_loss = loss.detach().clone() if module.training and loss is not None else None
+
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        self._model_loss = None
         loss, outputs = super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
         if model.training and "labels" in inputs:
-            with torch.no_grad():
-                self.scored_loss.add(*summed_token_loss(self.objective, outputs.logits, inputs["labels"]))
+            self.scored_loss.add_batch(self._model_loss, outputs.logits, inputs["labels"], num_items_in_batch)
         return (loss, outputs) if return_outputs else loss
 
     def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
