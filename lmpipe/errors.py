@@ -25,7 +25,9 @@ class TemporaryServerFailed(RuntimeError):
     """The temporary Prefect server a local run needs did not come up; the message says what to do instead."""
 
 
-INPUT_ERRORS = (ConfigError, PipelineInputError, HubUnreachableError)
+# PermissionError: a folder or file the run may not write or read (a read-only artifacts root, say) stays
+# so on a retry; waiting for it only delays the one line that says which path.
+INPUT_ERRORS = (ConfigError, PipelineInputError, HubUnreachableError, PermissionError)
 
 
 def is_input_error(exception: BaseException | None) -> bool:

@@ -43,7 +43,8 @@ class DataConfig(_Section):
         "Local files load as split 'train'.",
     )
     format: Literal["auto", "json", "jsonl", "csv", "parquet", "txt"] = Field(
-        "auto", description="Local file format; 'auto' picks it from the file suffix."
+        "auto",
+        description="Local file format; 'auto' picks it from the file suffix, through .gz, .bz2, .xz or .zst compression.",
     )
     builtin_documents: int = Field(
         1000,

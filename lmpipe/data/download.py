@@ -8,33 +8,16 @@ import shutil
 from pathlib import Path
 
 from datasets import Dataset, DatasetDict, load_dataset
+from datasets.exceptions import DatasetGenerationError
 
 from lmpipe.config.schema import DataConfig
 from lmpipe.data import builtin_corpus
+from lmpipe.data.file_formats import builder_for, unreadable_files_error
 from lmpipe.data.hub import require_hub
 from lmpipe.data.sources import describe_source, local_files
 from lmpipe.errors import PipelineInputError
 
 _log = logging.getLogger(__name__)
-
-# Suffix -> the `datasets` builder that reads it.
-_BUILDERS = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet", ".txt": "text"}
-
-
-# ---------------------------------------------------------------------------- sources
-
-
-def builder_for(files: list[Path], declared: str) -> str:
-    if declared != "auto":
-        return {"jsonl": "json", "txt": "text"}.get(declared, declared)
-    builders = {_BUILDERS.get(f.suffix.lower()) for f in files}
-    if None in builders or len(builders) != 1:
-        suffixes = sorted({f.suffix or "(none)" for f in files})
-        raise PipelineInputError(
-            f"data.format: cannot tell the format of {suffixes}; set data.format to one of "
-            "json, jsonl, csv, parquet, txt"
-        )
-    return builders.pop()
 
 
 def load_source(data: DataConfig, cache_dir: Path) -> Dataset:
@@ -46,6 +29,8 @@ def load_source(data: DataConfig, cache_dir: Path) -> Dataset:
         builder = builder_for(files, data.format)
         try:
             return load_dataset(builder, data_files=[str(f) for f in files], split=data.split, cache_dir=str(cache_dir))
+        except DatasetGenerationError as error:  # a line that is not text, not JSON, a malformed CSV row
+            raise unreadable_files_error(files, builder, error) from error
         except ValueError as error:  # no rows, a bad split slice, unreadable rows
             if "corresponds to no data" in str(error):  # what `datasets` says of an empty split
                 raise PipelineInputError(

@@ -19,6 +19,10 @@ def local_files(data: DataConfig) -> list[Path]:
     """The files data.path names (a path or a glob), sorted; an error if there are none."""
     pattern = str(Path(data.path or "").expanduser())
     files = sorted(Path(p) for p in glob.glob(pattern, recursive=True) if Path(p).is_file())
+    if not files and Path(pattern).is_dir():
+        raise PipelineInputError(
+            f"data.path: {data.path!r} is a directory; name its files with a glob, e.g. '{Path(pattern) / '*.jsonl'}'"
+        )
     if not files:
         raise PipelineInputError(f"data.path: no file matches {data.path!r}")
     return files

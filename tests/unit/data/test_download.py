@@ -10,7 +10,8 @@ import pytest
 from datasets import Dataset, load_from_disk
 
 from lmpipe.config.schema import DataConfig
-from lmpipe.data.download import builder_for, download_dataset, load_source, split_train_test
+from lmpipe.data.download import download_dataset, load_source, split_train_test
+from lmpipe.data.file_formats import builder_for
 from lmpipe.data.sources import describe_source, local_files, source_identity
 from lmpipe.errors import HubUnreachableError, PipelineInputError
 
