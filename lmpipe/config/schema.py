@@ -44,7 +44,7 @@ class DataConfig(_Section):
     )
     format: Literal["auto", "json", "jsonl", "csv", "parquet", "txt"] = Field(
         "auto",
-        description="Local file format; 'auto' picks it from the file suffix, through .gz, .bz2, .xz or .zst compression.",
+        description="Local file format; 'auto' picks it from the file suffix (also under .gz, .bz2, .xz, .zst).",
     )
     builtin_documents: int = Field(
         1000,

@@ -93,11 +93,11 @@ def first_unreadable_line(path: Path, builder: str, deadline: float) -> tuple[in
             if not json_lines or not text.strip():
                 continue
             try:
-                json.loads(text)
+                json.loads(text.strip())
             except json.JSONDecodeError as error:
                 if number == 1:  # not JSON lines but one JSON document, perhaps pretty-printed
                     return _json_document_error(path)
-                return number, f"not valid JSON ({error.msg} at column {error.colno})"
+                return number, _json_problem(error)
     return None
 
 
@@ -106,10 +106,15 @@ def _json_document_error(path: Path) -> tuple[int, str] | None:
         with open_data_file(path) as stream:
             json.load(stream)
     except json.JSONDecodeError as error:
-        return error.lineno, f"not valid JSON ({error.msg} at column {error.colno})"
+        return error.lineno, _json_problem(error)
     except UnicodeDecodeError:
         return None
     return None
+
+
+def _json_problem(error: json.JSONDecodeError) -> str:
+    # json's messages end in "at" ("Unterminated string starting at"): the column completes them.
+    return f"not valid JSON: {error.msg.removesuffix(' at')} (column {error.colno})"
 
 
 def unreadable_files_error(files: list[Path], builder: str, error: BaseException) -> PipelineInputError:

@@ -77,7 +77,7 @@ def test_a_malformed_json_line_is_named_by_file_and_line(tmp_path, compression):
     with pytest.raises(PipelineInputError) as caught:
         load_source(local(tmp_path / "*.jsonl*"), tmp_path / "cache")
     message = str(caught.value)
-    assert message.startswith(f"data.path: {bad} line 200 is not valid JSON ("), message
+    assert message.startswith(f"data.path: {bad} line 200 is not valid JSON: Unterminated string"), message
     assert message.endswith("; fix or remove that line") and "\n" not in message
     assert is_input_error(caught.value)
 
@@ -98,7 +98,9 @@ def test_a_pretty_printed_json_document_with_an_error_is_named_by_its_line(tmp_p
     path.write_text('[\n  {"text": "one"},\n  {"text" "two"}\n]\n')
     with pytest.raises(PipelineInputError) as caught:
         load_source(local(path), tmp_path / "cache")
-    assert str(caught.value).startswith(f"data.path: {path} line 3 is not valid JSON ("), str(caught.value)
+    assert str(caught.value).startswith(
+        f"data.path: {path} line 3 is not valid JSON: Expecting ':' delimiter (column 11)"
+    ), str(caught.value)
 
 
 def test_permission_errors_are_input_errors():
