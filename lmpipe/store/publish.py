@@ -3,7 +3,9 @@
 A stage writes into `<root>/<stage>/.<key>.building-<random>`; when its build returns, the
 manifest is written last and the directory is renamed to `<root>/<stage>/<key>` (one atomic
 rename). On any error the scratch directory is removed, so nothing half-written is ever visible
-under an artifact's name, and a published artifact is never written to again.
+under an artifact's name, and a published artifact is never written to again. A build that was
+killed (SIGKILL, a lost node) cannot remove its scratch directory: the next build of the same key
+does, holding the artifact's lock, so no live build's directory can be among them.
 """
 
 from __future__ import annotations
@@ -37,9 +39,19 @@ def ensure_built(
     with exclusive(final_dir, log):
         if is_complete(final_dir):
             return False
+        remove_leftovers(final_dir, log)
         with building(final_dir, stage, inputs) as scratch:
             build(scratch)
     return True
+
+
+def remove_leftovers(final_dir: Path, log: logging.Logger | logging.LoggerAdapter = _log) -> None:
+    """Scratch and discarded directories of `final_dir` left by builds that were killed. Only call it
+    holding the artifact's lock: every build of this key holds it, so none of these is still in use."""
+    for pattern in (f".{final_dir.name}.building-*", f".{final_dir.name}.discarded-*"):
+        for leftover in final_dir.parent.glob(pattern):
+            log.info("removing %s, left by a build that was killed", leftover.name)
+            shutil.rmtree(leftover, ignore_errors=True)
 
 
 @contextmanager

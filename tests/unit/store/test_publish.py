@@ -109,6 +109,41 @@ def test_building_leaves_nothing_behind_on_error(tmp_path):
     assert list(final.parent.iterdir()) == []
 
 
+KILLED_BUILDER = """
+import sys, time
+from pathlib import Path
+from lmpipe.store.publish import ensure_built
+
+def build(scratch):
+    (scratch / "half-written.txt").write_text("partial")
+    (Path(sys.argv[2])).write_text(str(scratch))  # tell the test the scratch directory exists
+    time.sleep(600)
+
+ensure_built(Path(sys.argv[1]), "stage", {}, build)
+"""
+
+
+def test_a_killed_builds_scratch_directory_is_removed_by_the_next_build_of_its_key(tmp_path):
+    final = tmp_path / "stage" / "key"
+    ready = tmp_path / "scratch-path.txt"
+    builder = subprocess.Popen([sys.executable, "-c", KILLED_BUILDER, str(final), str(ready)])
+    try:
+        deadline = time.monotonic() + 120
+        while not ready.exists():
+            assert builder.poll() is None, "the builder exited before it began building"
+            assert time.monotonic() < deadline, "the builder never started building"
+            time.sleep(0.1)
+    finally:
+        builder.send_signal(signal.SIGKILL)
+        builder.wait(timeout=60)
+    left = Path(ready.read_text())
+    assert left.is_dir() and left.name.startswith(".key.building-"), "SIGKILL leaves the scratch directory"
+
+    assert ensure_built(final, "stage", {}, lambda scratch: (scratch / "out.txt").write_text("whole"))
+    assert (final / "out.txt").read_text() == "whole" and is_complete(final)
+    assert sorted(p.name for p in final.parent.iterdir()) == ["key"], "the killed build's scratch is gone"
+
+
 def test_building_cleans_up_on_keyboard_interrupt(tmp_path):
     final = tmp_path / "stage" / "key"
     with pytest.raises(KeyboardInterrupt):
