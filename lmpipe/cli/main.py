@@ -114,7 +114,7 @@ def run_flow(name: str, config) -> int:
     except TemporaryServerFailed as error:
         return fail(str(error), 1)
     except KeyboardInterrupt:
-        return fail(f"{name} flow interrupted", 130)
+        return fail("interrupted", 130)
     except BaseException as error:  # noqa: BLE001 - any failure is one line; Prefect logged the traceback
         if isinstance(error, SystemExit):
             raise

@@ -108,6 +108,9 @@ class TemporaryServer:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 pass_fds=(listener.fileno(),),
+                # Its own session: a Ctrl-C at the terminal goes to the run's process group, and the server
+                # must outlive the run's last calls to it (the crash report); stop() ends it after them.
+                start_new_session=True,
                 preexec_fn=_die_with_parent if _LIBC is not None else None,
             )
         return cls(process, port, log_path)
