@@ -12,7 +12,7 @@ from datasets.exceptions import DatasetGenerationError
 
 from lmpipe.config.schema import DataConfig
 from lmpipe.data import builtin_corpus
-from lmpipe.data.file_formats import builder_for, unreadable_files_error
+from lmpipe.data.file_formats import DECOMPRESSION_ERRORS, builder_for, unreadable_files_error
 from lmpipe.data.hub import require_hub
 from lmpipe.data.sources import describe_source, local_files
 from lmpipe.errors import PipelineInputError
@@ -29,7 +29,7 @@ def load_source(data: DataConfig, cache_dir: Path) -> Dataset:
         builder = builder_for(files, data.format)
         try:
             return load_dataset(builder, data_files=[str(f) for f in files], split=data.split, cache_dir=str(cache_dir))
-        except DatasetGenerationError as error:  # a line that is not text, not JSON, a malformed CSV row
+        except (DatasetGenerationError, *DECOMPRESSION_ERRORS) as error:  # a bad line or row, a truncated archive
             raise unreadable_files_error(files, builder, error) from error
         except ValueError as error:  # no rows, a bad split slice, unreadable rows
             if "corresponds to no data" in str(error):  # what `datasets` says of an empty split

@@ -16,6 +16,7 @@ import importlib.util
 import json
 import lzma
 import time
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO
@@ -32,6 +33,10 @@ COMPRESSIONS: dict[str, Callable[[Path], IO[bytes]]] = {
     ".zst": lambda path: _zstd_open(path),
 }
 SCAN_BUDGET_S = 30.0
+LINE_FORMATS = {"json", "csv", "text"}  # builders whose files are lines of UTF-8 text
+# What reading a corrupt or truncated archive raises, and `datasets` lets through. Not every OSError: one from
+# a network file system may be transient and deserves its retry.
+DECOMPRESSION_ERRORS = (EOFError, gzip.BadGzipFile, lzma.LZMAError, zlib.error)
 
 
 def _zstd_open(path: Path) -> IO[bytes]:
@@ -121,11 +126,12 @@ def unreadable_files_error(files: list[Path], builder: str, error: BaseException
     """The one line for a `datasets` failure to read local files: the file and line at fault where they
     can be found within the budget, else the deepest cause the library gave."""
     deadline = time.monotonic() + SCAN_BUDGET_S
-    for path in files:
+    # Only text formats have lines to blame; a binary format (parquet) gets the library's cause.
+    for path in files if builder in LINE_FORMATS else ():
         try:
             found = first_unreadable_line(path, builder, deadline)
-        except OSError as read_error:  # a corrupt .gz, a file removed meanwhile
-            return PipelineInputError(f"data.path: cannot read {path}: {read_error}")
+        except (OSError, *DECOMPRESSION_ERRORS) as read_error:  # a corrupt or truncated archive, a file gone
+            return PipelineInputError(f"data.path: cannot read {path}: {type(read_error).__name__}: {read_error}")
         if found is not None:
             line, problem = found
             return PipelineInputError(f"data.path: {path} line {line} is {problem}; fix or remove that line")

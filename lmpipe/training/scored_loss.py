@@ -67,17 +67,14 @@ class ScoredLoss:
         """One training batch: the loss the model returned for it (before the Trainer scaled it), its logits
         and labels, and the Trainer's count of label tokens across the accumulated batch, if it made one."""
         scored = scored_token_count(self.objective, labels)
-        if model_loss is None or self.divisor == "recompute":
-            self._add(*summed_token_loss(self.objective, logits, labels))
-            return
-        if self.divisor is None:
+        if model_loss is not None and self.divisor is None:  # the first batch: learn the divisor
             exact, _ = summed_token_loss(self.objective, logits, labels)
             items = None if num_items_in_batch is None else int(num_items_in_batch)
             self.divisor = learn_divisor(exact.item(), model_loss.item(), int(scored), items)
             self._add(exact, scored)
             return
-        count = scored if self.divisor == "scored" else num_items_in_batch
-        if count is None:  # the Trainer made no count for this batch
+        count = {"scored": scored, "items": num_items_in_batch}.get(self.divisor) if model_loss is not None else None
+        if count is None:  # no loss from the model, a divisor that cannot be told, or no count from the Trainer
             self._add(*summed_token_loss(self.objective, logits, labels))
             return
         self._add(model_loss.double() * count, scored)

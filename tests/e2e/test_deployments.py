@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import os
 import shutil
-import time
 
 import pytest
 from e2e_stack import TEST_ARTIFACTS, wait_for_final_state
 from mlflow import MlflowClient
+from pipeline_probe import ONE_MODEL_TASK_RUNS, task_states
 from prefect.client.orchestration import get_client
 
 pytestmark = pytest.mark.e2e
@@ -81,29 +81,9 @@ def test_run_triggered_through_the_api_as_the_ui_does_registers_a_version(stack)
     with get_client(sync_client=True) as client:
         again = client.create_flow_run_from_deployment(deployment("clm/clm-cpu").id, parameters=parameters)
     assert wait_for_final_state(again.id).state.is_completed()
-    assert task_state_names(again.id, runs=7) == ["Cached"] * 7  # the seven stages of one model, all hits
+    states = task_states(again.id, runs=ONE_MODEL_TASK_RUNS)
+    assert sum(states.values(), []) == ["Cached"] * ONE_MODEL_TASK_RUNS  # the seven stages of one model, all hits
     assert len(registry.search_model_versions("name = 'api-clm'")) == 1
-
-
-def task_state_names(flow_run_id, *, runs: int, timeout_s: float = 60) -> list[str]:
-    """Final state names of a flow run's task runs.
-
-    Task runs reach the server as events, which it records after the flow run's own Completed:
-    wait (bounded) until all `runs` of them are there and none is still pending or running.
-    """
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
-
-    deadline = time.monotonic() + timeout_s
-    with get_client(sync_client=True) as client:
-        while True:
-            found = client.read_task_runs(
-                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])), limit=200
-            )
-            names = [run.state_name for run in found]  # the denormalised name: .state is not always loaded
-            if len(found) >= runs and not {"Pending", "Running", "Scheduled", None} & set(names):
-                return names
-            assert time.monotonic() < deadline, f"expected {runs} final task runs after {timeout_s} s: {names}"
-            time.sleep(1)
 
 
 def chromium_or_skip() -> str:

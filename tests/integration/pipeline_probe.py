@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import re
+import sys
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -17,6 +19,8 @@ from lmpipe.config.loading import load_config
 from lmpipe.config.schema import PipelineConfig
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
+TINY_CONFIG = PROJECT_ROOT / "configs" / "tiny.yaml"
+LMPIPE = Path(sys.executable).parent / "lmpipe"
 
 
 def tiny_config(workspace: Path, *overrides: str) -> PipelineConfig:
@@ -77,3 +81,43 @@ def registered_versions(tracking_uri: str) -> dict[str, list[int]]:
         model.name: sorted(int(v.version) for v in client.search_model_versions(f"name = '{model.name}'"))
         for model in client.search_registered_models()
     }
+
+
+def lmpipe_command(workspace: Path, *extra_env: tuple[str, str]) -> tuple[list[str], dict[str, str]]:
+    """`lmpipe run clm` on the tiny config, as a user types it: its own Prefect home, no server configured."""
+    env = {key: value for key, value in os.environ.items() if key != "PREFECT_API_URL"}
+    env |= {"PREFECT_HOME": str(workspace / "prefect-home"), **dict(extra_env)}
+    command = [
+        str(LMPIPE), "run", "clm", "--config", str(TINY_CONFIG),
+        "--set", f"artifacts.root={workspace / 'artifacts'}",
+        "--set", f"registry.tracking_uri=sqlite:///{workspace / 'mlflow.db'}",
+        "--set", "train.max_steps=2", "--set", "eval.max_blocks=4",
+    ]  # fmt: skip
+    return command, env
+
+
+def live_processes(*command_parts: str, env_entry: str | None = None) -> list[int]:
+    """Pids of live processes whose command line holds every one of `command_parts` and, if given, whose
+    environment holds `env_entry` ("NAME=value")."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            if not all(part in cmdline for part in command_parts):
+                continue
+            if env_entry is not None and env_entry.encode() not in (proc / "environ").read_bytes().split(b"\0"):
+                continue
+            pids.append(int(proc.name))
+        except (OSError, ValueError):
+            continue
+    return pids
+
+
+def servers_of(prefect_home: Path) -> list[int]:
+    """Pids of live Prefect server processes started with this Prefect home (found by their environment)."""
+    return live_processes("prefect.server.api.server:create_app", env_entry=f"PREFECT_HOME={prefect_home}")
+
+
+def trainers_of(workspace: Path) -> list[int]:
+    """Pids of live training processes working under this workspace."""
+    return live_processes("lmpipe.training.worker", str(workspace))

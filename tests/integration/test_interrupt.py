@@ -8,26 +8,11 @@ import os
 import signal
 import subprocess
 import time
-from pathlib import Path
 
 import pytest
-from pipeline_probe import registered_versions
-from test_temporary_server import lmpipe_command, servers_of
+from pipeline_probe import lmpipe_command, registered_versions, servers_of, trainers_of
 
 pytestmark = pytest.mark.integration
-
-
-def trainers_of(workspace: Path) -> list[int]:
-    """Pids of live training processes working under this workspace."""
-    pids = []
-    for proc in Path("/proc").iterdir():
-        try:
-            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-        except (OSError, ValueError):
-            continue
-        if "lmpipe.training.worker" in cmdline and str(workspace) in cmdline:
-            pids.append(int(proc.name))
-    return pids
 
 
 def test_ctrl_c_during_training_stops_within_10_s_and_leaves_nothing_running(workspace):

@@ -4,31 +4,14 @@ leaving no server process behind."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from pipeline_probe import PROJECT_ROOT, registered_versions
+from pipeline_probe import lmpipe_command, registered_versions, servers_of
 
 pytestmark = pytest.mark.integration
-
-TINY = PROJECT_ROOT / "configs" / "tiny.yaml"
-LMPIPE = Path(sys.executable).parent / "lmpipe"
-
-
-def lmpipe_command(workspace: Path, *extra_env: tuple[str, str]) -> tuple[list[str], dict[str, str]]:
-    """`lmpipe run clm` on the tiny config, as a user types it: its own Prefect home, no server configured."""
-    env = {key: value for key, value in os.environ.items() if key != "PREFECT_API_URL"}
-    env |= {"PREFECT_HOME": str(workspace / "prefect-home"), **dict(extra_env)}
-    command = [
-        str(LMPIPE), "run", "clm", "--config", str(TINY),
-        "--set", f"artifacts.root={workspace / 'artifacts'}",
-        "--set", f"registry.tracking_uri=sqlite:///{workspace / 'mlflow.db'}",
-        "--set", "train.max_steps=2", "--set", "eval.max_blocks=4",
-    ]  # fmt: skip
-    return command, env
 
 
 def lmpipe_run(workspace: Path, *extra_env: tuple[str, str]) -> subprocess.CompletedProcess:
@@ -42,20 +25,6 @@ def lmpipe_run_started(workspace: Path) -> subprocess.Popen:
     return subprocess.Popen(
         command, cwd=workspace, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
-
-
-def servers_of(prefect_home: Path) -> list[int]:
-    """Pids of live Prefect server processes started with this Prefect home (found by their environment)."""
-    pids = []
-    for proc in Path("/proc").iterdir():
-        try:
-            if "prefect.server.api.server:create_app" not in (proc / "cmdline").read_text():
-                continue
-            if f"PREFECT_HOME={prefect_home}".encode() in (proc / "environ").read_bytes().split(b"\0"):
-                pids.append(int(proc.name))
-        except (OSError, ValueError):
-            continue
-    return pids
 
 
 def test_a_server_that_cannot_start_in_time_is_one_line_and_leaves_nothing_running(workspace):

@@ -118,3 +118,23 @@ def test_zstd_without_the_zstandard_package_says_what_to_install(monkeypatch):
         "data.path: rows.jsonl.zst is zstd-compressed and the zstandard package is not installed "
         "(pip install zstandard), or decompress it"
     )
+
+
+def test_a_corrupt_parquet_file_gets_the_librarys_cause_not_a_line(tmp_path):
+    path = tmp_path / "rows.parquet"
+    path.write_bytes(b"PAR1" + bytes(range(256)) * 4 + b"\n\xff\xfe not a footer")
+    with pytest.raises(PipelineInputError) as caught:
+        load_source(local(path), tmp_path / "cache")
+    message = str(caught.value)
+    assert message.startswith("data.path: cannot read ") and str(path) in message, message
+    assert " line " not in message and "\n" not in message
+
+
+def test_a_truncated_gzip_file_is_named(tmp_path):
+    whole = gzip.compress("".join(jsonl_lines(ROWS)).encode())
+    path = tmp_path / "rows.jsonl.gz"
+    path.write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(PipelineInputError) as caught:
+        load_source(local(path), tmp_path / "cache")
+    assert str(caught.value).startswith(f"data.path: cannot read {path}: EOFError: "), str(caught.value)
+    assert is_input_error(caught.value)
