@@ -9,10 +9,10 @@ the tokenized dataset and the blocks are shared. This is the default flow of `ma
     python flows/both.py --config configs/default.yaml
 """
 
-from prefect import flow
+from prefect import flow, get_run_logger
 
-from lmpipe.config.paths import require_allowed_paths
 from lmpipe.config.schema import PipelineConfig
+from lmpipe.orchestration.preflight import preflight
 from lmpipe.orchestration.reports import publish_registrations_table
 from tasks.download import download
 from tasks.evaluate import evaluate
@@ -26,7 +26,7 @@ from tasks.train import train_clm, train_mlm
 @flow(name="both")
 def both_flow(config: PipelineConfig = PipelineConfig()) -> list[str]:
     """Train and register a causal LM and a masked LM. Returns the registration directories."""
-    require_allowed_paths(config)  # parameters from the UI: paths must stay under the worker's roots
+    preflight(config, ("clm", "mlm"), get_run_logger())  # before any stage: what can fail up front fails now
     raw = download(config)
     flat = flatten(raw, config)
 

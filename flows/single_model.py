@@ -6,11 +6,11 @@ python flows/clm.py --config configs/default.yaml --set train.epochs=1
 python flows/mlm.py --config configs/default.yaml --set train.mlm_probability=0.2
 """
 
-from prefect import flow
+from prefect import flow, get_run_logger
 
-from lmpipe.config.paths import require_allowed_paths
 from lmpipe.config.schema import PipelineConfig
 from lmpipe.objectives import Objective
+from lmpipe.orchestration.preflight import preflight
 from lmpipe.orchestration.reports import publish_registrations_table
 from tasks.download import download
 from tasks.evaluate import evaluate
@@ -23,7 +23,7 @@ from tasks.train import TRAIN_TASKS
 
 def train_and_register(config: PipelineConfig, objective: Objective) -> list[str]:
     """The whole chain for one objective; returns the registration directories."""
-    require_allowed_paths(config)  # parameters from the UI: paths must stay under the worker's roots
+    preflight(config, (objective,), get_run_logger())  # before any stage: what can fail up front fails now
     raw = download(config)
     flat = flatten(raw, config)
     tokens = tokenize(flat, config, objective)

@@ -9,6 +9,11 @@ class ConfigError(ValueError):
     """A config that cannot run, found before any work starts; one line naming the field and the value."""
 
 
+class PreflightFailed(ConfigError):
+    """The run cannot succeed, found by the pre-flight before any stage ran (a dead tracking server, a
+    missing path); like a config error, nothing was started, and the message names the field."""
+
+
 class PipelineInputError(ValueError):
     """Bad data or config found while running; the message names the field and the problem."""
 
@@ -29,6 +34,14 @@ class TemporaryServerFailed(RuntimeError):
 # so on a retry; waiting for it only delays the one line that says which path.
 INPUT_ERRORS = (ConfigError, PipelineInputError, HubUnreachableError, PermissionError)
 
+# MLflow's answers that mean "this request is wrong", by their error codes (MlflowException.error_code,
+# matched by name so this module imports no MLflow): asking again gets the same answer.
+MLFLOW_INPUT_ERROR_CODES = frozenset(
+    {"INVALID_PARAMETER_VALUE", "RESOURCE_DOES_NOT_EXIST", "PERMISSION_DENIED", "UNAUTHENTICATED", "BAD_REQUEST"}
+)
+
 
 def is_input_error(exception: BaseException | None) -> bool:
-    return isinstance(exception, INPUT_ERRORS)
+    if isinstance(exception, INPUT_ERRORS):
+        return True
+    return getattr(exception, "error_code", None) in MLFLOW_INPUT_ERROR_CODES

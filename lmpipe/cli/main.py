@@ -11,8 +11,10 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import signal
 import sys
 
+from lmpipe.cli.console import one_line_console_logs
 from lmpipe.cli.offline import apply_offline_defaults
 from lmpipe.cli.tables import models_table, summary_table
 from lmpipe.errors import ConfigError, TemporaryServerFailed
@@ -33,6 +35,9 @@ def parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("run", help="run a flow")
     run.add_argument("flow", nargs="?", default="both", choices=sorted(FLOWS), help="which flow (default: both)")
+    run.add_argument(
+        "--verbose", "-v", action="store_true", help="show tracebacks in the terminal (always in the Prefect log)"
+    )
     show = commands.add_parser("config", help="print the resolved config as JSON")
     pool = commands.add_parser("pool", help="manage Prefect work pools from deployments/*.yaml")
     pool.add_argument("action", choices=["create"], help="create or update the pools")
@@ -89,11 +94,20 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "config":
         print(json.dumps(config.model_dump(mode="json"), indent=2))
         return 0
-    return run_flow(args.flow, config)
+    return run_flow(args.flow, config, verbose=args.verbose)
 
 
-def run_flow(name: str, config) -> int:
-    """Run flow `name` on `config` here, printing the registrations, or one line saying why it failed."""
+class Terminated(BaseException):
+    """SIGTERM to `lmpipe run`, raised in its main thread like KeyboardInterrupt is for SIGINT."""
+
+
+def raise_terminated(_signum: int, _frame: object) -> None:
+    raise Terminated()
+
+
+def run_flow(name: str, config, verbose: bool = False) -> int:
+    """Run flow `name` on `config` here, printing the registrations, or one line saying why it failed
+    (the last line on stderr; tracebacks go to the Prefect log, and to the terminal when `verbose`)."""
     from lmpipe.orchestration.temporary_server import (
         TemporaryServer,
         connected_to,
@@ -102,10 +116,15 @@ def run_flow(name: str, config) -> int:
     )
 
     server = None
+    # Prefect's flow engine turns a SIGTERM into a crashed flow run, then re-sends it to the handler it
+    # found: this one, so that the command still stops its server and ends with one line.
+    previous_sigterm = signal.signal(signal.SIGTERM, raise_terminated)
     try:
         timeout_s = startup_timeout_s()
         # Started first: Prefect's temporary server boots on another core while the flow's modules import.
         server = TemporaryServer.spawn() if needs_temporary_server() else None
+        if not verbose:
+            one_line_console_logs()
         flow = load_flow(name)
         with connected_to(server, timeout_s):
             registrations = flow(config)
@@ -115,11 +134,14 @@ def run_flow(name: str, config) -> int:
         return fail(str(error), 1)
     except KeyboardInterrupt:
         return fail("interrupted", 130)
+    except Terminated:
+        return fail("terminated", 143)
     except BaseException as error:  # noqa: BLE001 - any failure is one line; Prefect logged the traceback
         if isinstance(error, SystemExit):
             raise
         return fail(f"{name} flow failed: {type(error).__name__}: {error}", 1)
     finally:
+        signal.signal(signal.SIGTERM, previous_sigterm)
         if server is not None:
             server.stop()
     print("\n" + summary_table(registrations))
@@ -127,9 +149,9 @@ def run_flow(name: str, config) -> int:
 
 
 def fail(message: str, code: int) -> int:
-    """The last line a failed command prints: its first line only (the details are in the log above)."""
+    """The last line a failed command prints: its first line only (the details are in the Prefect log)."""
     lines = message.strip().splitlines() or ["failed"]
-    print(f"\nlmpipe: {lines[0]}" + (" (more above)" if len(lines) > 1 else ""), file=sys.stderr)
+    print(f"\nlmpipe: {lines[0]}" + (" (more in the Prefect log)" if len(lines) > 1 else ""), file=sys.stderr)
     return code
 
 

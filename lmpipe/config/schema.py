@@ -196,6 +196,19 @@ class RegistryConfig(_Section):
     experiment: str = Field("lm-pipeline", description="MLflow experiment that holds the training runs.")
     clm_model_name: str = Field("eli5-clm", min_length=1, description="Registered model name of the causal LM.")
     mlm_model_name: str = Field("eli5-mlm", min_length=1, description="Registered model name of the masked LM.")
+
+    @field_validator("clm_model_name", "mlm_model_name")
+    @classmethod
+    def _registrable_name(cls, name: str) -> str:
+        # MLflow refuses '/' and ':' only when the version is created, after training; quotes and
+        # backslashes would break the filters that find a model's versions.
+        refused = sorted({c for c in name if c in "/:'\"\\`"})
+        if refused:
+            raise ValueError(f"a registered model name cannot contain {' '.join(refused)}")
+        if name != name.strip() or name in (".", ".."):
+            raise ValueError("a registered model name cannot be '.' or '..', or start or end with a space")
+        return name
+
     promote: bool = Field(
         True,
         description="Give each new version an alias: 'champion' when it beats the current champion "
@@ -275,7 +288,10 @@ class PipelineConfig(_Section):
             raise ValueError(f"data.path is required when data.source={self.data.source!r}")
         for name in OBJECTIVES:
             model = getattr(self.model, name)
-            local_config = local_config_of(model.pretrained)
+            try:
+                local_config = local_config_of(model.pretrained)
+            except ValueError as error:
+                raise ValueError(f"model.{name}.pretrained={model.pretrained!r}: {error}") from None
             problem = objective_problem(name, local_config) if local_config is not None else None
             if problem is not None:
                 raise ValueError(f"model.{name}.pretrained={model.pretrained!r}: {problem}")

@@ -13,9 +13,7 @@ to do instead.
 
 from __future__ import annotations
 
-import ctypes
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -27,6 +25,7 @@ from pathlib import Path
 
 import httpx
 
+from lmpipe.compute.child_processes import die_with_parent
 from lmpipe.errors import ConfigError, TemporaryServerFailed
 
 TIMEOUT_ENV = "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"  # Prefect's own setting, honoured here too
@@ -52,17 +51,6 @@ def needs_temporary_server() -> bool:
     from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_ALLOW_EPHEMERAL_MODE
 
     return not PREFECT_API_URL.value() and bool(PREFECT_SERVER_ALLOW_EPHEMERAL_MODE.value())
-
-
-_LIBC = ctypes.CDLL(None) if sys.platform == "linux" else None  # loaded here: a forked child only calls into it
-PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent() -> None:
-    """In the server process, before it runs: the kernel sends it SIGTERM when `lmpipe run` dies, even by
-    SIGKILL, so no server outlives the run that started it (Linux; elsewhere the run's own exit stops it)."""
-    if _LIBC is not None:
-        _LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 @dataclass
@@ -111,7 +99,8 @@ class TemporaryServer:
                 # Its own session: a Ctrl-C at the terminal goes to the run's process group, and the server
                 # must outlive the run's last calls to it (the crash report); stop() ends it after them.
                 start_new_session=True,
-                preexec_fn=_die_with_parent if _LIBC is not None else None,
+                # Armed before the server starts: it gets SIGTERM when `lmpipe run` dies, even by SIGKILL.
+                preexec_fn=die_with_parent,
             )
         return cls(process, port, log_path)
 

@@ -21,6 +21,7 @@ from typing import Any
 
 from transformers import AutoTokenizer
 
+from lmpipe.compute import child_processes
 from lmpipe.config.schema import PipelineConfig
 from lmpipe.data.tokenizer_choice import tokenizer_origin
 from lmpipe.errors import PipelineInputError, TrainingFailed
@@ -107,6 +108,7 @@ def run_training_process(
     tail: deque[str] = deque(maxlen=_TAIL_LINES)
     input_error: str | None = None
     max_steps = 0
+    oom_kills_before = child_processes.oom_kills()
     with subprocess.Popen(
         command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=os.getcwd()
     ) as child:
@@ -144,6 +146,6 @@ def run_training_process(
     if returncode != 0:
         output = [line for line in tail if line.strip() and not line.startswith(events.PROGRESS_PREFIX)]
         log.error(f"{label}: last output of the training process:\n" + "\n".join(output))
-        reason = "killed (out of memory?)" if returncode in (-9, 137) else f"exit code {returncode}"
-        last_line = output[-1].strip() if output else "no output"
-        raise TrainingFailed(f"{label}: training process failed ({reason}): {last_line}")
+        ending = child_processes.ending_of(returncode, child.pid, oom_kills_before)
+        last_line = child_processes.last_meaningful_line(output) or "no output"
+        raise TrainingFailed(f"{label}: training process failed ({ending}, pid {child.pid}): {last_line}")

@@ -35,9 +35,11 @@ class StepReporter(TrainerCallback):
     def __init__(self, tokens_per_step: int) -> None:
         self.tokens_per_step = tokens_per_step
         self._started = time.perf_counter()
+        self._first_step = 0
 
     def on_train_begin(self, args, state, control, **kwargs):
         self._started = time.perf_counter()
+        self._first_step = state.global_step  # a resumed run starts at its checkpoint's step
         emit("begin", max_steps=state.max_steps)
 
     def on_log(self, args, state, control, logs=None, **kwargs):
@@ -50,7 +52,7 @@ class StepReporter(TrainerCallback):
             max_steps=state.max_steps,
             loss=round(float(logs["loss"]), 4),
             learning_rate=logs.get("learning_rate"),
-            tokens_per_s=round(state.global_step * self.tokens_per_step / max(elapsed, 1e-9)),
+            tokens_per_s=round((state.global_step - self._first_step) * self.tokens_per_step / max(elapsed, 1e-9)),
         )
 
 
@@ -144,12 +146,11 @@ def train_model(job: TrainingJob, out_dir: Path) -> dict[str, Any]:
     resume_from = checkpoints.latest_complete(checkpoint_dir, warn=lambda message: emit("warning", message=message))
     if resume_from is not None:
         emit("resume", path=str(resume_from), step=checkpoints.checkpoint_step(resume_from))
-        trainer.resume_scored_loss(resume_from)
-    started = time.perf_counter()
+        trainer.resume_run_totals(resume_from)
     result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     trainer.save_model(str(out_dir))
     tokenizer.save_pretrained(str(out_dir))
-    runtime_s = time.perf_counter() - started
+    runtime_s = trainer.training_seconds()  # the whole run's, over every attempt
     metrics = {
         "train_loss": trainer.scored_loss.overall_mean(),
         "train_steps": result.global_step,

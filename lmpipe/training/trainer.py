@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,8 @@ from lmpipe.objectives import Objective
 from lmpipe.training.checkpoints import STAGING, rotate, write_manifest
 from lmpipe.training.scored_loss import ScoredLoss
 
-SCORED_LOSS_FILE = "lmpipe-scored-loss.json"  # in each checkpoint: the loss sums so far, for a resumed run
+# In each checkpoint: the loss sums and the training time so far, so a resumed run reports the whole run.
+RUN_TOTALS_FILE = "lmpipe-run-totals.json"
 
 
 class PipelineTrainer(Trainer):
@@ -45,6 +47,8 @@ class PipelineTrainer(Trainer):
         self._checkpoints_kept = checkpoints_kept
         self._on_checkpoint = on_checkpoint
         self._staging_save = False
+        self.earlier_seconds = 0.0  # training time of the attempts before, up to the checkpoint resumed from
+        self._attempt_started: float | None = None
 
     # ------------------------------------------------------------------------ loss
 
@@ -66,11 +70,28 @@ class PipelineTrainer(Trainer):
             logs["train_loss"] = self.scored_loss.overall_mean()
         super().log(logs, *args, **kwargs)
 
-    def resume_scored_loss(self, checkpoint: Path) -> None:
-        """The loss sums a checkpoint recorded, so a resumed run reports the loss of the whole run."""
-        saved = checkpoint / SCORED_LOSS_FILE
+    # ------------------------------------------------------------------------ whole-run totals
+
+    def train(self, *args: Any, **kwargs: Any) -> Any:
+        self._attempt_started = time.perf_counter()
+        return super().train(*args, **kwargs)
+
+    def training_seconds(self) -> float:
+        """Seconds spent training the steps this model has, over every attempt: the earlier attempts'
+        time up to the checkpoint resumed from, plus this one's (steps lost to a kill never count)."""
+        attempt = time.perf_counter() - self._attempt_started if self._attempt_started is not None else 0.0
+        return self.earlier_seconds + attempt
+
+    def run_totals(self) -> dict[str, Any]:
+        return {"scored_loss": self.scored_loss.state(), "training_seconds": self.training_seconds()}
+
+    def resume_run_totals(self, checkpoint: Path) -> None:
+        """The loss sums and training time a checkpoint recorded, so a resumed run reports the whole run."""
+        saved = checkpoint / RUN_TOTALS_FILE
         if saved.is_file():
-            self.scored_loss.restore(json.loads(saved.read_text()))
+            totals = json.loads(saved.read_text())
+            self.scored_loss.restore(totals["scored_loss"])
+            self.earlier_seconds = float(totals["training_seconds"])
 
     # ------------------------------------------------------------------------ checkpoints
 
@@ -88,7 +109,7 @@ class PipelineTrainer(Trainer):
         finally:
             self._staging_save = False
         staged = run_dir / STAGING / final.name
-        (staged / SCORED_LOSS_FILE).write_text(json.dumps(self.scored_loss.state()))
+        (staged / RUN_TOTALS_FILE).write_text(json.dumps(self.run_totals()))
         write_manifest(staged)  # last: a checkpoint without it was never finished
         shutil.rmtree(final, ignore_errors=True)  # a stale one of the same step, from an earlier attempt
         staged.rename(final)

@@ -8,11 +8,13 @@ so the launcher raises the same one-line error.
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import threading
 import time
 from pathlib import Path
 
+from lmpipe.compute.child_processes import die_with_parent
 from lmpipe.errors import is_input_error
 from lmpipe.training.events import emit
 from lmpipe.training.job import read_job_file
@@ -22,9 +24,11 @@ from lmpipe.training.loop import train_model
 def exit_with_parent(poll_s: float = 2.0) -> None:
     """End this training process if its parent (the task) dies, so no trainer is left holding a GPU.
 
-    The parent kills us on errors and cancellation; this covers the parent being killed outright.
+    The parent kills us on errors and cancellation; this covers the parent being killed outright: at
+    once on Linux (the kernel sends SIGKILL), and within `poll_s` elsewhere.
     """
     parent = os.getppid()
+    die_with_parent(parent, signal.SIGKILL)
 
     def watch() -> None:
         while os.getppid() == parent:
@@ -35,8 +39,8 @@ def exit_with_parent(poll_s: float = 2.0) -> None:
 
 
 def main(job_file: Path) -> None:
+    exit_with_parent()  # first: the parent may be killed while this process still imports
     job, out_dir = read_job_file(job_file)
-    exit_with_parent()
     try:
         train_model(job, out_dir)
     except Exception as error:

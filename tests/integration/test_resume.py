@@ -25,6 +25,7 @@ from flows.clm import clm_flow
 from lmpipe.training.events import PROGRESS_PREFIX
 from lmpipe.training.job import TrainingJob, job_file_content
 from lmpipe.training.launcher import training_job
+from lmpipe.training.trainer import RUN_TOTALS_FILE
 from tasks.download import download
 from tasks.flatten import flatten
 from tasks.group import group
@@ -116,8 +117,12 @@ def test_a_killed_training_resumes_to_the_same_weights_step_and_loss(workspace, 
     assert 1 <= len(kept) <= 2, kept  # bounded by checkpoints_kept
     # A checkpoint directory the pipeline never finished (no manifest) must be skipped, not trusted.
     (checkpoint_dir / f"checkpoint-{MAX_STEPS - 1}").mkdir()
+    newest = max((checkpoint_dir / name for name in kept), key=lambda p: int(p.name.split("-")[1]))
+    earlier_seconds = json.loads((newest / RUN_TOTALS_FILE).read_text())["training_seconds"]
 
+    started = time.monotonic()
     lines = run_to_end(objective, job_file)
+    resumed_wall_s = time.monotonic() - started
     resumed = [e for e in events(lines) if e["event"] == "resume"]
     assert len(resumed) == 1 and resumed[0]["step"] % EVERY == 0 and resumed[0]["step"] <= reached
     warnings = [e["message"] for e in events(lines) if e["event"] == "warning"]
@@ -128,6 +133,12 @@ def test_a_killed_training_resumes_to_the_same_weights_step_and_loss(workspace, 
     assert metrics["train_steps"] == MAX_STEPS
     # The loss of the whole run, not of the resumed steps only: the checkpoint carries the loss sums.
     assert metrics["train_loss"] == pytest.approx(reference_metrics["train_loss"], abs=1e-5)
+    # Tokens/s of the whole run too: every step's tokens over the time spent on the steps kept, which is
+    # the killed attempt's time up to its checkpoint plus the resumed attempt's (never the latter alone).
+    assert metrics["train_tokens"] == reference_metrics["train_tokens"]
+    assert earlier_seconds > 0 and earlier_seconds < metrics["train_runtime_s"] < earlier_seconds + resumed_wall_s
+    whole_run_rate = metrics["train_tokens"] / metrics["train_runtime_s"]
+    assert metrics["train_tokens_per_s"] == pytest.approx(whole_run_rate, rel=1e-3)
     history = json.loads((finished / "train_history.json").read_text())
     reference_history = json.loads((reference / "train_history.json").read_text())
     assert [h["step"] for h in history] == list(range(1, MAX_STEPS + 1))
@@ -174,7 +185,7 @@ def test_a_new_flow_run_after_a_killed_one_resumes_from_its_checkpoint(workspace
     finally:
         stop.set()
         killer.join()
-    assert killed.is_failed() and "training process failed (killed" in killed.message, killed.message
+    assert killed.is_failed() and "training process failed (killed by SIGKILL" in killed.message, killed.message
     assert registered_versions(config.registry.tracking_uri) == {}, "a failed run registers nothing"
 
     again = clm_flow(config, return_state=True)

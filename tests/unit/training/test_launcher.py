@@ -92,14 +92,14 @@ def test_nonzero_exit_raises_with_the_last_output_line(fake_trainer, log, caplog
         run_training_process(module, JOB, tmp_path / "job.json", log, LABEL)
     message = str(caught.value)
     assert "\n" not in message
-    assert message.startswith(f"{LABEL}: training process failed (exit code 3)")
+    assert message.startswith(f"{LABEL}: training process failed (exit code 3, pid ")
     assert message.endswith("RuntimeError: CUDA error: device-side assert triggered")
     (error_log,) = messages(caplog, logging.ERROR)
     assert "Traceback (most recent call last):" in error_log  # the full tail goes to the log
     assert PROGRESS_PREFIX not in error_log
 
 
-def test_killed_process_is_reported_as_possibly_out_of_memory(fake_trainer, log, tmp_path):
+def test_a_killed_process_names_the_signal_and_claims_no_memory_shortage(fake_trainer, log, tmp_path):
     module = fake_trainer(
         "fake_trainer_killed",
         """
@@ -109,8 +109,28 @@ def test_killed_process_is_reported_as_possibly_out_of_memory(fake_trainer, log,
     )
     with pytest.raises(TrainingFailed) as caught:
         run_training_process(module, JOB, tmp_path / "job.json", log, LABEL)
-    assert "killed (out of memory?)" in str(caught.value)
-    assert str(caught.value).endswith("no output")
+    message = str(caught.value)
+    assert message.startswith(f"{LABEL}: training process failed (killed by SIGKILL, pid ")
+    assert "memory" not in message  # the kernel's OOM killer did not run: nothing may claim it did
+    assert message.endswith("no output")
+
+
+def test_the_last_line_quoted_is_never_a_progress_bar(fake_trainer, log, tmp_path):
+    module = fake_trainer(
+        "fake_trainer_terminated",
+        """
+        import os, signal
+        print("loading 512 blocks")
+        print("Map:  40%|####      | 400/1000 [00:01<00:02, 300.00 examples/s]", flush=True)
+        bar = " 12%|#2        | 6/50 [00:03<00:22,  1.96it/s]"
+        print(bar + "\\r" + bar.replace("6/50", "7/50"), flush=True)
+        os.kill(os.getpid(), signal.SIGTERM)
+    """,
+    )
+    with pytest.raises(TrainingFailed) as caught:
+        run_training_process(module, JOB, tmp_path / "job.json", log, LABEL)
+    assert "(killed by SIGTERM, pid " in str(caught.value)
+    assert str(caught.value).endswith("): loading 512 blocks")
 
 
 def test_input_error_event_becomes_a_pipeline_input_error(fake_trainer, log, caplog, tmp_path):
