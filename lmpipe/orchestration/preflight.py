@@ -75,14 +75,14 @@ def require_local_references(config: PipelineConfig, objective: Objective) -> No
     if model.pretrained and looks_like_a_path(model.pretrained):
         field = f"model.{objective}.pretrained"
         try:
-            problem = local_model_problem(Path(model.pretrained).expanduser())
+            problem = local_model_problem(Path(model.pretrained).expanduser().absolute())
         except ValueError as error:  # a config.json that does not parse names its file
             problem = str(error)
         if problem is not None:
             raise PreflightFailed(f"{field}={model.pretrained!r}: {problem}")
     source, _, field = tokenizer_origin(config, objective)
     if source and looks_like_a_path(source):
-        problem = local_tokenizer_problem(Path(source).expanduser())
+        problem = local_tokenizer_problem(Path(source).expanduser().absolute())
         if problem is not None:
             hint = "" if field == "tokenizer.pretrained" else "; or name a tokenizer with model.{o}.tokenizer"
             raise PreflightFailed(f"{field}={source!r}: {problem}{hint.format(o=objective)}")
