@@ -41,7 +41,7 @@ lint: install
 	$(BIN)/lint-imports
 
 test: install lint
-	$(BIN)/python -m pytest -q -rs --durations=12 -n 2 --dist loadfile --no-loadscope-reorder
+	$(BIN)/python -m pytest -q -rs --durations=30 -n 2 --dist loadfile --no-loadscope-reorder
 
 test-unit: install
 	$(BIN)/python -m pytest -q tests/unit

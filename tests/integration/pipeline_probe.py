@@ -96,6 +96,14 @@ def lmpipe_command(workspace: Path, *extra_env: tuple[str, str]) -> tuple[list[s
     return command, env
 
 
+def on_the_session_server(env: dict[str, str]) -> dict[str, str]:
+    """`env` for a subprocess that talks to this test session's Prefect server instead of starting a
+    temporary one (10 s saved per run where the temporary server is not what is tested)."""
+    from prefect.settings import PREFECT_API_URL
+
+    return {**env, "PREFECT_API_URL": str(PREFECT_API_URL.value())}
+
+
 def live_processes(*command_parts: str, env_entry: str | None = None) -> list[int]:
     """Pids of live processes whose command line holds every one of `command_parts` and, if given, whose
     environment holds `env_entry` ("NAME=value")."""

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
-from pipeline_probe import PROJECT_ROOT, lmpipe_command, registered_versions, trainers_of
+from pipeline_probe import PROJECT_ROOT, lmpipe_command, on_the_session_server, registered_versions, trainers_of
 from tokenizers import ByteLevelBPETokenizer
 from transformers import PreTrainedTokenizerFast
 
@@ -373,6 +373,7 @@ def test_a_failure_inside_a_flow_ends_stderr_with_its_one_line_and_no_traceback(
     """As a user sees it in a terminal: Prefect's log lines, one line each, then the error, last."""
     (workspace / "data.jsonl").write_text("".join(json.dumps({"title": f"t{i}"}) + "\n" for i in range(20)))
     command, env = lmpipe_command(workspace)
+    env = on_the_session_server(env)
     command += ["--set", "data.source=local", "--set", f"data.path={workspace / 'data.jsonl'}"]
     done = subprocess.run(command, capture_output=True, text=True, cwd=workspace, env=env, timeout=300)
     assert done.returncode == 1, done.stderr[-3000:]

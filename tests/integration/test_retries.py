@@ -1,10 +1,11 @@
 """download and register retry transient errors with backoff; the run then completes with one version.
 
 register's outage is real: the tracking URI points at a TCP relay in front of a real MLflow server,
-and the relay resets every connection for a few seconds after the first one arrives, as a
-restarting server or a flapping load balancer would. download's fault is injected: this machine
-has no network to lose, so the corpus loader raises ConnectionError once, the way a dropped Hub
-download surfaces. Retries are Prefect's own; training has none (it resumes instead).
+and the relay resets every connection for a few seconds from the moment register begins (the
+pre-flight has found the server up), as a restarting server or a flapping load balancer would.
+download's fault is injected: this machine has no network to lose, so the corpus loader raises
+ConnectionError once, the way a dropped Hub download surfaces. Retries are Prefect's own; training
+has none (it resumes instead).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
 import lmpipe.data.download
+import lmpipe.registry.register
 from flows.clm import clm_flow
 from lmpipe.cli.services import free_port, start_mlflow_server
 from lmpipe.registry.register import COMPLETE_TAG
@@ -28,17 +30,35 @@ from lmpipe.registry.register import COMPLETE_TAG
 pytestmark = pytest.mark.integration
 
 
+RESET = b"\x01\x00\x00\x00\x00\x00\x00\x00"  # SO_LINGER on, 0 s: close() sends a TCP reset
+
+
 class FlakyRelay:
-    """Relays TCP to `target_port`, but resets every connection during the first `outage_s`
-    seconds after the first one arrives."""
+    """Relays TCP to `target_port`; from `start_outage()` on, for `outage_s` seconds, it resets every
+    connection, the open ones (a client's keep-alive pool) and every new one."""
 
     def __init__(self, target_port: int, outage_s: float) -> None:
         self.target_port, self.outage_s = target_port, outage_s
         self.reset_connections = 0
-        self._outage_ends: float | None = None
+        self._outage_ends = 0.0
+        self._open: list[socket.socket] = []
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.port = self._listener.getsockname()[1]
         threading.Thread(target=self._accept, daemon=True).start()
+
+    def start_outage(self) -> None:
+        self._outage_ends = time.monotonic() + self.outage_s
+        for client in self._open:
+            self._reset(client)
+        self._open.clear()
+
+    def _reset(self, client: socket.socket) -> None:
+        try:
+            client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, RESET)
+            client.close()  # the client sees "connection reset by peer"
+            self.reset_connections += 1
+        except OSError:
+            pass
 
     def _accept(self) -> None:
         while True:
@@ -46,13 +66,10 @@ class FlakyRelay:
                 client, _ = self._listener.accept()
             except OSError:
                 return  # closed
-            if self._outage_ends is None:
-                self._outage_ends = time.monotonic() + self.outage_s
             if time.monotonic() < self._outage_ends:
-                client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
-                client.close()  # linger 0: the client sees "connection reset by peer"
-                self.reset_connections += 1
+                self._reset(client)
                 continue
+            self._open.append(client)
             upstream = socket.create_connection(("127.0.0.1", self.target_port))
             for source, sink in ((client, upstream), (upstream, client)):
                 threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
@@ -105,6 +122,15 @@ def test_download_and_register_retry_transient_errors_and_the_run_completes(work
         return real_load_source(*args, **kwargs)
 
     monkeypatch.setattr(lmpipe.data.download, "load_source", load_source_failing_once)
+    # The outage starts as register begins: the pre-flight has already found the server up.
+    real_register_model = lmpipe.registry.register.register_model
+
+    def register_model_in_an_outage(*args, **kwargs):
+        if relay.reset_connections == 0:
+            relay.start_outage()
+        return real_register_model(*args, **kwargs)
+
+    monkeypatch.setattr(lmpipe.registry.register, "register_model", register_model_in_an_outage)
     uri = f"http://127.0.0.1:{relay.port}"
     try:
         state = clm_flow(tiny_config(workspace, f"registry.tracking_uri={uri}"), return_state=True)
