@@ -11,7 +11,7 @@ from pathlib import Path
 
 from prefect import get_run_logger, task
 
-from lmpipe.compute.devices import plan_device
+from lmpipe.compute.devices import plan_device, world_size
 from lmpipe.config.schema import PipelineConfig
 from lmpipe.objectives import Objective, spec_of
 from lmpipe.orchestration.caching import cached_stage
@@ -34,6 +34,8 @@ def train_output_dir(blocks_dir: str, tokenize_dir: str, config: PipelineConfig,
         # Logging and checkpointing change what we see and how we recover, not what is trained.
         "train": config.train.model_dump(exclude=not_trained_by),
         "device": {"type": plan.device, "precision": plan.precision},
+        # Ranks change the global batch and the reduction order; `processes: auto` resolves per machine.
+        "world_size": world_size(config.train.processes, plan),
         "code": code_version(__name__, LIBRARIES),
     }
     return artifact_dir(config.artifacts.root, spec_of(objective).train_stage, inputs)

@@ -170,6 +170,26 @@ class TrainConfig(_Section):
     compile: bool = Field(
         False, description="torch.compile the model (GPU pools; compiling costs minutes, so only long runs gain)."
     )
+    processes: int | Literal["auto"] = Field(
+        "auto",
+        description="Training processes on this node, launched by torch's elastic launcher (torchrun) and trained "
+        "with DDP: 'auto' is one per visible GPU on CUDA and 1 on a CPU; N > 1 launches N ranks (NCCL on GPUs, "
+        "gloo on a CPU). The global batch is batch_size x grad_accum x processes.",
+    )
+    fsdp: str = Field(
+        "",
+        description="The Hugging Face Trainer's fsdp setting, for models that do not fit on one GPU, e.g. "
+        "'full_shard auto_wrap' (with processes > 1). Empty: DDP, every rank holding the whole model.",
+    )
+
+    @field_validator("processes", mode="before")
+    @classmethod
+    def _whole_processes(cls, value: object) -> object:
+        if value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+            return value
+        if isinstance(value, str) and value.isdigit() and int(value) >= 1:
+            return int(value)
+        raise ValueError("must be 'auto' or a whole number of processes, 1 or more")
 
 
 class EvalConfig(_Section):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,9 @@ PROGRESS_PREFIX = "@@progress "
 
 
 def emit(event: str, **fields: Any) -> None:
-    """Child side: report one event to the launcher."""
+    """Child side: report one event to the launcher; under torchrun, rank 0 speaks for every rank."""
+    if os.environ.get("RANK", "0") != "0":
+        return
     print(PROGRESS_PREFIX + json.dumps({"event": event, **fields}), flush=True)
 
 

@@ -12,7 +12,15 @@ from lmpipe.config.schema import ModelConfig, TrainConfig
 from lmpipe.objectives import Objective
 
 # Train settings that change what we see or how a run recovers, never the trained weights.
-NOT_TRAINED_BY = {"logging_steps", "checkpoint_steps", "checkpoints_kept", "dataloader_workers", "pin_memory"}
+# `processes` is not either, as such: the world size it resolves to is (TrainingJob.world_size).
+NOT_TRAINED_BY = {
+    "logging_steps",
+    "checkpoint_steps",
+    "checkpoints_kept",
+    "dataloader_workers",
+    "pin_memory",
+    "processes",
+}
 
 
 class TrainingJob(BaseModel):
@@ -26,6 +34,7 @@ class TrainingJob(BaseModel):
     model: ModelConfig
     train: TrainConfig
     block_size: int
+    world_size: int = 1  # ranks training together (train.processes, resolved on this machine)
     checkpoint_dir: str  # resumable checkpoints, under the artifact root: they outlive a killed attempt
 
 

@@ -22,6 +22,7 @@ from typing import Any
 from transformers import AutoTokenizer
 
 from lmpipe.compute import child_processes
+from lmpipe.compute.devices import plan_device, world_size
 from lmpipe.config.schema import PipelineConfig
 from lmpipe.data.tokenizer_choice import tokenizer_origin
 from lmpipe.errors import PipelineInputError, TrainingFailed
@@ -31,7 +32,7 @@ from lmpipe.store.publish import ensure_built
 
 # The training process's module, imported rather than named as a string: that import is what puts the
 # training code (loop, trainer, models) into the train stage's derived cache key.
-from lmpipe.training import events, worker
+from lmpipe.training import elastic, events, worker
 from lmpipe.training.job import TrainingJob, job_file_content
 
 _TAIL_LINES = 30
@@ -57,6 +58,7 @@ def training_job(
         model=getattr(config.model, objective),
         train=config.train,
         block_size=config.data.block_size,
+        world_size=world_size(config.train.processes, plan_device(config.train.precision)),
         checkpoint_dir=str(checkpoint_dir_for(config.artifacts.root, out)),
     )
 
@@ -102,9 +104,16 @@ def run_training_process(
         **os.environ,
         "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")])),
         "PYTHONUNBUFFERED": "1",
+        **child_processes.child_environment(),
     }
-    command = [sys.executable, "-m", module, str(job_file)]
-    log.info(f"{label}: launching {' '.join(command[1:3])} (pid follows)")
+    processes = int(job.get("job", {}).get("world_size", 1))
+    if processes > 1:  # torchrun, which starts `module` in each rank
+        command = [sys.executable, "-m", elastic.__name__, str(processes), str(job_file)]
+        log.info(f"{label}: launching {processes} ranks with torch's elastic launcher (torchrun)")
+    else:
+        command = [sys.executable, "-m", module, str(job_file)]
+        env |= one_visible_gpu(log, label)
+        log.info(f"{label}: launching {' '.join(command[1:3])} (pid follows)")
     tail: deque[str] = deque(maxlen=_TAIL_LINES)
     input_error: str | None = None
     max_steps = 0
@@ -146,6 +155,24 @@ def run_training_process(
     if returncode != 0:
         output = [line for line in tail if line.strip() and not line.startswith(events.PROGRESS_PREFIX)]
         log.error(f"{label}: last output of the training process:\n" + "\n".join(output))
+        rank = elastic.failed_rank(output) if processes > 1 else None
+        if rank is not None:  # torchrun's report names the rank that failed first
+            ending = child_processes.ending_of(rank.exitcode, rank.pid, oom_kills_before)
+            last_line = child_processes.last_meaningful_line(elastic.ranks_output(output)) or "no output"
+            raise TrainingFailed(f"{label}: rank {rank.rank} of {processes} failed ({ending}): {last_line}")
         ending = child_processes.ending_of(returncode, child.pid, oom_kills_before)
         last_line = child_processes.last_meaningful_line(output) or "no output"
         raise TrainingFailed(f"{label}: training process failed ({ending}, pid {child.pid}): {last_line}")
+
+
+def one_visible_gpu(log: logging.Logger | logging.LoggerAdapter, label: str) -> dict[str, str]:
+    """The environment that keeps a one-process run on one GPU: with several visible, the Trainer would
+    otherwise wrap the model in DataParallel, which is slower than DDP and not what was asked for."""
+    import torch
+
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if count <= 1:
+        return {}
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES", ",".join(str(i) for i in range(count))).split(",")
+    log.info(f"{label}: training on 1 of the {count} visible GPUs (train.processes=1; 'auto' would use all)")
+    return {"CUDA_VISIBLE_DEVICES": visible[0]}

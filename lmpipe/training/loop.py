@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -80,7 +81,23 @@ def pin_memory(train: TrainConfig, plan: DevicePlan) -> bool:
     return train.pin_memory if train.pin_memory is not None else plan.device == "cuda"
 
 
-def training_arguments(train: TrainConfig, output_dir: Path, plan: DevicePlan) -> TrainingArguments:
+def ranks() -> tuple[int, int]:
+    """(world size, ranks on this node), as torchrun tells each rank; (1, 1) for a single process."""
+    return int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_WORLD_SIZE", 1))
+
+
+def distributed_arguments(train: TrainConfig, plan: DevicePlan, world: int) -> dict[str, Any]:
+    """DDP (or FSDP) settings for the Trainer: only with several ranks (the backend set on a single process
+    would make it initialise a process group of one)."""
+    if world <= 1:
+        return {}
+    arguments: dict[str, Any] = {"ddp_backend": "nccl" if plan.device == "cuda" else "gloo"}
+    if train.fsdp:
+        arguments["fsdp"] = train.fsdp
+    return arguments
+
+
+def training_arguments(train: TrainConfig, output_dir: Path, plan: DevicePlan, world: int = 1) -> TrainingArguments:
     return TrainingArguments(
         output_dir=str(output_dir),
         num_train_epochs=train.epochs,
@@ -110,6 +127,7 @@ def training_arguments(train: TrainConfig, output_dir: Path, plan: DevicePlan) -
         # those of an uninterrupted single-process run (lmpipe.models.batches).
         dataloader_persistent_workers=False,
         torch_compile=train.compile,
+        **distributed_arguments(train, plan, world),
     )
 
 
@@ -119,8 +137,9 @@ def train_model(job: TrainingJob, out_dir: Path) -> dict[str, Any]:
     that made them in out_dir; returns the metrics."""
     train = job.train
     plan = plan_device(train.precision)
-    use_planned_threads(plan)
-    emit("device", device=plan.describe())
+    world, local = ranks()
+    use_planned_threads(plan, local)
+    emit("device", device=plan.describe(world))
     tokenizer = AutoTokenizer.from_pretrained(job.tokenizer_dir)
     if tokenizer.pad_token is None:
         # As the guide does for GPT-2: the registered pipeline can then batch prompts. Labels never
@@ -131,11 +150,11 @@ def train_model(job: TrainingJob, out_dir: Path) -> dict[str, Any]:
     collator, callbacks = training_batches(job.objective, tokenizer, train.mlm_probability, train.seed)
     emit("model", parameters=count_parameters(model), train_blocks=len(train_blocks))
 
-    tokens_per_step = train.batch_size * train.grad_accum * job.block_size
+    tokens_per_step = train.batch_size * train.grad_accum * job.block_size * world  # the global batch's
     checkpoint_dir = Path(job.checkpoint_dir)
     trainer = PipelineTrainer(
         model=model,
-        args=training_arguments(train, checkpoint_dir, plan),
+        args=training_arguments(train, checkpoint_dir, plan, world),
         train_dataset=train_blocks,
         data_collator=collator,
         callbacks=[StepReporter(tokens_per_step), LossGuard(), *callbacks],
@@ -148,26 +167,28 @@ def train_model(job: TrainingJob, out_dir: Path) -> dict[str, Any]:
         emit("resume", path=str(resume_from), step=checkpoints.checkpoint_step(resume_from))
         trainer.resume_run_totals(resume_from)
     result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
-    trainer.save_model(str(out_dir))
-    tokenizer.save_pretrained(str(out_dir))
+    trainer.save_model(str(out_dir))  # every rank takes part (FSDP gathers the shards); rank 0 writes
     runtime_s = trainer.training_seconds()  # the whole run's, over every attempt
     metrics = {
-        "train_loss": trainer.scored_loss.overall_mean(),
+        "train_loss": trainer.scored_loss.overall_mean(),  # over every rank's tokens
         "train_steps": result.global_step,
         "train_tokens": result.global_step * tokens_per_step,
         "train_runtime_s": round(runtime_s, 2),
         "train_tokens_per_s": round(result.global_step * tokens_per_step / max(runtime_s, 1e-9), 1),
         "parameters": count_parameters(model),
-        "device": plan.describe(),
+        "device": plan.describe(world),
+        "world_size": world,
     }
     if plan.device == "cuda":  # MFU only where there is a measured peak to hold it against
         per_token, peak = throughput.flops_per_token(model, job.block_size), throughput.measured_peak_flops()
         metrics.update(
             flops_per_token=per_token,
-            peak_flops=peak,
-            train_mfu=round(throughput.mfu(per_token, metrics["train_tokens_per_s"], peak), 4),
+            peak_flops=peak * world,  # every rank's GPU
+            train_mfu=round(throughput.mfu(per_token, metrics["train_tokens_per_s"], peak * world), 4),
         )
-    save_records(out_dir, metrics, trainer.state.log_history, job)
+    if trainer.is_world_process_zero():  # one writer for the files beside the model
+        tokenizer.save_pretrained(str(out_dir))
+        save_records(out_dir, metrics, trainer.state.log_history, job)
     emit("done", **metrics)
     return metrics
 

@@ -45,6 +45,12 @@ def learn_divisor(exact_sum: float, model_loss: float, scored: int, items: int |
     return matching[0]
 
 
+def _distributed() -> bool:
+    import torch.distributed as dist
+
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
 class ScoredLoss:
     """Running sums of the summed loss and the scored tokens: since the last log, and since step 0."""
 
@@ -84,9 +90,20 @@ class ScoredLoss:
         self._pending = step if self._pending is None else self._pending + step
 
     def _settle(self) -> None:
-        if self._pending is None:
+        """Move what is pending into the sums: under DDP, every rank's, so each rank holds the totals of all.
+        A collective: every rank calls it at the same points (each log, each checkpoint, the end)."""
+        pending = self._pending
+        if _distributed():
+            import torch.distributed as dist
+
+            if pending is None:
+                on_gpu = dist.get_backend() == "nccl"
+                device = torch.device("cuda", torch.cuda.current_device()) if on_gpu else torch.device("cpu")
+                pending = torch.zeros(2, dtype=torch.float64, device=device)
+            dist.all_reduce(pending)
+        if pending is None:
             return
-        value, count = self._pending.tolist()
+        value, count = pending.tolist()
         self._pending = None
         self.interval_sum += value
         self.interval_tokens += count

@@ -12,6 +12,7 @@ computes it; the gradient stays the Trainer's own (lmpipe.training.scored_loss s
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import time
 from collections.abc import Callable
@@ -21,9 +22,10 @@ from typing import Any
 import torch
 from transformers import Trainer
 
+from lmpipe.models.loss import summed_token_loss
 from lmpipe.objectives import Objective
 from lmpipe.training.checkpoints import STAGING, rotate, write_manifest
-from lmpipe.training.scored_loss import ScoredLoss
+from lmpipe.training.scored_loss import MATCH_TOLERANCE, ScoredLoss
 
 # In each checkpoint: the loss sums and the training time so far, so a resumed run reports the whole run.
 RUN_TOTALS_FILE = "lmpipe-run-totals.json"
@@ -47,6 +49,13 @@ class PipelineTrainer(Trainer):
         self._checkpoints_kept = checkpoints_kept
         self._on_checkpoint = on_checkpoint
         self._staging_save = False
+        # A model that averages its loss over its own batch (RoBERTa's masked-LM head: it takes the Trainer's
+        # token count and ignores it) makes a split global batch's gradient a mean of per-part means: with
+        # masks, each rank and each accumulated batch scores a different number of tokens. There the loss
+        # for the gradient is computed here instead, per token of the whole global batch, so N ranks train
+        # exactly as one does (tests/integration/test_distributed.py).
+        self._split_batch = self.args.world_size > 1 or self.args.gradient_accumulation_steps > 1
+        self._model_ignores_items: bool | None = None  # learnt on the first batch that can tell
         self.earlier_seconds = 0.0  # training time of the attempts before, up to the checkpoint resumed from
         self._attempt_started: float | None = None
 
@@ -61,7 +70,25 @@ class PipelineTrainer(Trainer):
         loss, outputs = super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
         if model.training and "labels" in inputs:
             self.scored_loss.add_batch(self._model_loss, outputs.logits, inputs["labels"], num_items_in_batch)
+            split = self._split_batch and num_items_in_batch is not None
+            if split and self._ignores_items(outputs, inputs, num_items_in_batch):
+                summed, _ = summed_token_loss(self.objective, outputs.logits, inputs["labels"])
+                # DDP averages the ranks' gradients: times the ranks, the sum over the global batch's tokens.
+                loss = summed / num_items_in_batch * self.accelerator.num_processes
+                self.loss_is_scaled_for_ga = True  # per global batch already: not divided again
         return (loss, outputs) if return_outputs else loss
+
+    def _ignores_items(self, outputs: Any, inputs: dict[str, Any], num_items_in_batch: Any) -> bool:
+        """Did the model divide its loss by its own batch's scored tokens, ignoring the Trainer's count
+        for the global batch? Learnt once, on the first batch where the two counts differ."""
+        if self._model_ignores_items is None and self._model_loss is not None:
+            with torch.no_grad():
+                exact, scored = summed_token_loss(self.objective, outputs.logits, inputs["labels"])
+            counts = int(num_items_in_batch), int(scored)
+            if counts[0] != counts[1]:
+                mean = float(self._model_loss)
+                self._model_ignores_items = math.isclose(mean * counts[1], float(exact), rel_tol=MATCH_TOLERANCE)
+        return bool(self._model_ignores_items)
 
     def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
         if "loss" in logs:  # a logging step: the mean over the tokens scored since the last one
@@ -100,20 +127,29 @@ class PipelineTrainer(Trainer):
         return str(Path(run_dir) / STAGING) if self._staging_save else run_dir
 
     def _save_checkpoint(self, model, trial) -> None:
+        """Every rank writes its part (model and optimizer from rank 0, or FSDP's shards; each rank's RNG
+        state) into the staging directory; rank 0 alone then finishes it, once all have written."""
         run_dir = Path(super()._get_output_dir(trial))
         final = run_dir / f"checkpoint-{self.state.global_step}"
-        shutil.rmtree(run_dir / STAGING, ignore_errors=True)  # a save killed midway
+        writer = self.is_world_process_zero()
+        if writer:
+            shutil.rmtree(run_dir / STAGING, ignore_errors=True)  # a save killed midway
+        self.accelerator.wait_for_everyone()  # no rank writes into staging before it is clean
         self._staging_save = True
         try:
             super()._save_checkpoint(model, trial)  # writes run_dir/.staging/checkpoint-N
         finally:
             self._staging_save = False
-        staged = run_dir / STAGING / final.name
-        (staged / RUN_TOTALS_FILE).write_text(json.dumps(self.run_totals()))
-        write_manifest(staged)  # last: a checkpoint without it was never finished
-        shutil.rmtree(final, ignore_errors=True)  # a stale one of the same step, from an earlier attempt
-        staged.rename(final)
-        shutil.rmtree(run_dir / STAGING, ignore_errors=True)
-        rotate(run_dir, self._checkpoints_kept)
-        if self._on_checkpoint is not None:
-            self._on_checkpoint(final)
+        totals = self.run_totals()  # a collective under DDP: every rank takes part
+        self.accelerator.wait_for_everyone()  # every rank's files are written
+        if writer:
+            staged = run_dir / STAGING / final.name
+            (staged / RUN_TOTALS_FILE).write_text(json.dumps(totals))
+            write_manifest(staged)  # last: a checkpoint without it was never finished
+            shutil.rmtree(final, ignore_errors=True)  # a stale one of the same step, from an earlier attempt
+            staged.rename(final)
+            shutil.rmtree(run_dir / STAGING, ignore_errors=True)
+            rotate(run_dir, self._checkpoints_kept)
+            if self._on_checkpoint is not None:
+                self._on_checkpoint(final)
+        self.accelerator.wait_for_everyone()  # no rank goes on before the checkpoint is whole

@@ -14,7 +14,7 @@ import threading
 import time
 from pathlib import Path
 
-from lmpipe.compute.child_processes import die_with_parent
+from lmpipe.compute.child_processes import PARENT_PID_ENV, die_with_parent
 from lmpipe.errors import is_input_error
 from lmpipe.training.events import emit
 from lmpipe.training.job import read_job_file
@@ -27,7 +27,7 @@ def exit_with_parent(poll_s: float = 2.0) -> None:
     The parent kills us on errors and cancellation; this covers the parent being killed outright: at
     once on Linux (the kernel sends SIGKILL), and within `poll_s` elsewhere.
     """
-    parent = os.getppid()
+    parent = int(os.environ.get(PARENT_PID_ENV, os.getppid()))  # the task, or torchrun for a rank
     die_with_parent(parent, signal.SIGKILL)
 
     def watch() -> None:
@@ -48,6 +48,17 @@ def main(job_file: Path) -> None:
             raise
         emit("input_error", message=str(error))
         sys.exit(2)
+    leave_the_process_group()
+
+
+def leave_the_process_group() -> None:
+    """Under torchrun: wait until every rank is done (rank 0 writes the files last), then close the group,
+    so no rank exits while another still talks to it (gloo aborts the survivor otherwise)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 if __name__ == "__main__":
