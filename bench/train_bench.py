@@ -3,6 +3,7 @@
     .venv/bin/python bench/train_bench.py              # or: make bench  (CPU, the default model)
     .venv/bin/python bench/train_bench.py --smoke      # seconds: proves the script runs
     .venv/bin/python bench/train_bench.py --shape gpt2-124m --block-size 1024 --batch-size 8  # on a GPU
+    .venv/bin/python bench/train_bench.py --processes 2  # ours on 1 and on 2 ranks (torchrun): scaling efficiency
 
 Same model (built by the same code from the same seed), same blocks, same batch, same steps, same
 learning rate and thread count. The reference is the guide's script: `TrainingArguments` with the
@@ -123,6 +124,73 @@ def ours_run(work: Path, model_config: ModelConfig, train: TrainConfig, block_si
     return {"seconds": metrics["train_runtime_s"], "losses": [entry["loss"] for entry in history], "metrics": metrics}
 
 
+def ranks_run(
+    work: Path, model_config: ModelConfig, train: TrainConfig, block_size: int, processes: int, run: int
+) -> dict[str, Any]:
+    """Ours as the train task runs it: through the launcher, on `processes` ranks (torchrun when > 1)."""
+    import logging
+
+    from lmpipe.training.job import job_file_content
+    from lmpipe.training.launcher import run_training_process
+
+    out = work / f"ranks-{processes}-{run}"
+    out.mkdir()
+    job = TrainingJob(
+        objective="clm",
+        blocks_dir=str(work / "blocks"),
+        tokenizer_dir=str(work / "tokenize" / "tokenizer"),
+        model=model_config,
+        train=train,
+        block_size=block_size,
+        world_size=processes,
+        checkpoint_dir=str(work / f"ck-ranks-{processes}-{run}"),
+    )
+    log = logging.getLogger("bench.train")
+    run_training_process("lmpipe.training.worker", job_file_content(job, out), work / "job.json", log, "bench")
+    return json.loads((out / "train_metrics.json").read_text())
+
+
+def scaling(args: Any, model_config: ModelConfig, train: TrainConfig) -> None:
+    """Tokens/s on 1 rank and on N, at the same batch per rank (so N ranks train N times the tokens per
+    step): scaling efficiency = tokens/s on N / (N x tokens/s on 1)."""
+    plan = plan_device(train.precision)
+    with tempfile.TemporaryDirectory(prefix="train-bench-") as scratch:
+        work = prepare_blocks(Path(scratch), args.block_size, args.megabytes)
+        runs = [
+            (ranks_run(work, model_config, train, args.block_size, 1, run),
+             ranks_run(work, model_config, train, args.block_size, args.processes, run))
+            for run in range(args.repeats)
+        ]  # fmt: skip
+    one = statistics.median(r["train_tokens_per_s"] for r, _ in runs)
+    many = statistics.median(m["train_tokens_per_s"] for _, m in runs)
+    efficiency = many / (args.processes * one)
+    rows = [
+        ["1 rank", runs[0][0]["device"], one, runs[0][0]["train_loss"]],
+        [f"{args.processes} ranks (torchrun, DDP)", runs[0][1]["device"], many, runs[0][1]["train_loss"]],
+    ]
+    print(
+        table(
+            f"\ntrain scaling: {args.shape} GPT-2, block {args.block_size}, batch {args.batch_size} per rank, "
+            f"{args.steps} steps, median of {args.repeats} alternated runs",
+            ["ranks", "devices", "tokens/s", "train loss"],
+            rows,
+        )
+    )
+    expected = "(>= 0.9 expected on GPUs)" if plan.device == "cuda" else "(below 1 expected: the ranks share the cores)"
+    print(f"scaling efficiency ({args.processes} ranks / {args.processes} x 1 rank): {efficiency:.2f} {expected}")
+    record(
+        "train-scaling",
+        args,
+        {
+            "device": plan.describe(args.processes),
+            "processes": args.processes,
+            "one_rank_tokens_per_s": round(one),
+            "ranks_tokens_per_s": round(many),
+            "scaling_efficiency": round(efficiency, 3),
+        },
+    )
+
+
 def main() -> None:
     cli = parser(__doc__.splitlines()[0])
     cli.add_argument("--shape", choices=sorted(SHAPES), default="default")
@@ -132,6 +200,7 @@ def main() -> None:
     cli.add_argument("--megabytes", type=float, default=4.0, help="builtin-corpus text to make blocks from")
     cli.add_argument("--repeats", type=int, default=3, help="runs of each, alternated; medians are reported")
     cli.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"], help="ours only")
+    cli.add_argument("--processes", type=int, default=1, help="> 1: ours on 1 and on N ranks (scaling efficiency)")
     args = cli.parse_args()
     if args.smoke:
         args.shape, args.steps, args.megabytes, args.block_size, args.repeats = "tiny", 6, 0.2, 64, 1
@@ -144,6 +213,9 @@ def main() -> None:
         logging_steps=max(1, args.steps // 10),
         precision=args.precision,
     )
+    if args.processes > 1:
+        scaling(args, model_config, train)
+        return
     plan = plan_device(train.precision)
     torch.set_num_threads(available_cores())
     tokens = args.steps * args.batch_size * args.block_size
