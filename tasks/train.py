@@ -11,7 +11,6 @@ from pathlib import Path
 
 from prefect import get_run_logger, task
 
-from lmpipe.compute.devices import plan_device, world_size
 from lmpipe.config.schema import PipelineConfig
 from lmpipe.objectives import Objective, spec_of
 from lmpipe.orchestration.caching import cached_stage
@@ -19,26 +18,43 @@ from lmpipe.orchestration.reports import TrainingProgress
 from lmpipe.store.code_version import code_version
 from lmpipe.store.keys import artifact_dir
 from lmpipe.training.job import NOT_TRAINED_BY
+from lmpipe.training.placement import placement_of
 
 LIBRARIES = ("torch", "transformers", "accelerate")  # the libraries that shape this stage's output
 
 
-def train_output_dir(blocks_dir: str, tokenize_dir: str, config: PipelineConfig, objective: Objective) -> Path:
+def training_inputs(blocks_dir: str, tokenize_dir: str, config: PipelineConfig, objective: Objective) -> dict:
+    """Everything that decides a training artifact's weights: its cache key."""
     # The masked share of tokens trains only a masked LM.
     not_trained_by = NOT_TRAINED_BY | ({"mlm_probability"} if not spec_of(objective).masked else set())
-    plan = plan_device(config.train.precision)  # `auto` trains in bf16 on some machines, fp32 on others
-    inputs = {
+    placement = placement_of(config.train)  # `auto` trains in bf16 on some machines, fp32 on others
+    return {
         "blocks": Path(blocks_dir).name,
         "tokenizer": Path(tokenize_dir).name,
         "model": getattr(config.model, objective).model_dump(),
         # Logging and checkpointing change what we see and how we recover, not what is trained.
         "train": config.train.model_dump(exclude=not_trained_by),
-        "device": {"type": plan.device, "precision": plan.precision},
+        "device": {"type": placement.device, "precision": placement.precision},
         # Ranks change the global batch and the reduction order; `processes: auto` resolves per machine.
-        "world_size": world_size(config.train.processes, plan),
+        "world_size": placement.world_size,
         "code": code_version(__name__, LIBRARIES),
     }
+
+
+def train_output_dir(blocks_dir: str, tokenize_dir: str, config: PipelineConfig, objective: Objective) -> Path:
+    inputs = training_inputs(blocks_dir, tokenize_dir, config, objective)
     return artifact_dir(config.artifacts.root, spec_of(objective).train_stage, inputs)
+
+
+def checkpoint_dir(blocks_dir: str, tokenize_dir: str, config: PipelineConfig, objective: Objective) -> Path:
+    """Where this training's checkpoints go: keyed by its trajectory, the training key without how the global
+    batch is split. The data order does not depend on it (each step trains the same blocks however many
+    ranks share them), so a run pre-empted on 8 GPUs resumes on 4 at the same global batch."""
+    inputs = training_inputs(blocks_dir, tokenize_dir, config, objective)
+    train = dict(inputs["train"])
+    global_batch = train.pop("batch_size") * train.pop("grad_accum") * inputs.pop("world_size")
+    trajectory = {**inputs, "train": train, "global_batch": global_batch}
+    return artifact_dir(config.artifacts.root, "checkpoints", {"stage": spec_of(objective).train_stage, **trajectory})
 
 
 def train(blocks_dir: str, tokenize_dir: str, config: PipelineConfig, objective: Objective) -> str:
@@ -48,8 +64,9 @@ def train(blocks_dir: str, tokenize_dir: str, config: PipelineConfig, objective:
     from lmpipe.training.launcher import train_once
 
     out = train_output_dir(blocks_dir, tokenize_dir, config, objective)
+    checkpoints = checkpoint_dir(blocks_dir, tokenize_dir, config, objective)
     progress = TrainingProgress(spec_of(objective).train_stage)
-    train_once(objective, out, blocks_dir, tokenize_dir, config, get_run_logger(), progress.update)
+    train_once(objective, out, checkpoints, blocks_dir, tokenize_dir, config, get_run_logger(), progress.update)
     return str(out)
 
 

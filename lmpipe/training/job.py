@@ -11,8 +11,8 @@ from pydantic import BaseModel, ConfigDict
 from lmpipe.config.schema import ModelConfig, TrainConfig
 from lmpipe.objectives import Objective
 
-# Train settings that change what we see or how a run recovers, never the trained weights.
-# `processes` is not either, as such: the world size it resolves to is (TrainingJob.world_size).
+# Train settings that change what we see or how a run recovers, never the trained weights. Where the ranks
+# run is not either, as such: the world size and the device it resolves to are (lmpipe.training.placement).
 NOT_TRAINED_BY = {
     "logging_steps",
     "checkpoint_steps",
@@ -20,6 +20,11 @@ NOT_TRAINED_BY = {
     "dataloader_workers",
     "pin_memory",
     "processes",
+    "launcher",
+    "ray_address",
+    "ray_workers",
+    "ray_cpus_per_worker",
+    "ray_gpus_per_worker",
 }
 
 
@@ -34,7 +39,7 @@ class TrainingJob(BaseModel):
     model: ModelConfig
     train: TrainConfig
     block_size: int
-    world_size: int = 1  # ranks training together (train.processes, resolved on this machine)
+    world_size: int = 1  # ranks training together (lmpipe.training.placement)
     checkpoint_dir: str  # resumable checkpoints, under the artifact root: they outlive a killed attempt
 
 

@@ -22,18 +22,19 @@ from typing import Any
 from transformers import AutoTokenizer
 
 from lmpipe.compute import child_processes
-from lmpipe.compute.devices import plan_device, world_size
 from lmpipe.config.schema import PipelineConfig
 from lmpipe.data.tokenizer_choice import tokenizer_origin
 from lmpipe.errors import PipelineInputError, TrainingFailed
 from lmpipe.models.base import require_objective_tokens
 from lmpipe.objectives import Objective, spec_of
+from lmpipe.store.locks import exclusive
 from lmpipe.store.publish import ensure_built
 
 # The training process's module, imported rather than named as a string: that import is what puts the
 # training code (loop, trainer, models) into the train stage's derived cache key.
 from lmpipe.training import elastic, events, worker
 from lmpipe.training.job import TrainingJob, job_file_content
+from lmpipe.training.placement import placement_of
 
 _TAIL_LINES = 30
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -41,16 +42,11 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 Progress = Callable[[int, int], None]  # (step, max_steps)
 
 
-def checkpoint_dir_for(artifacts_root: str, out_dir: Path) -> Path:
-    """Checkpoints of one training artifact, under the artifact root, beside (never inside) its scratch
-    directory: they must outlive a killed attempt, and only the pipeline ever writes there."""
-    return Path(artifacts_root).expanduser().resolve() / "checkpoints" / out_dir.parent.name / out_dir.name
-
-
 def training_job(
-    objective: Objective, blocks_dir: str, tokenize_dir: str, config: PipelineConfig, out: Path
+    objective: Objective, blocks_dir: str, tokenize_dir: str, config: PipelineConfig, checkpoint_dir: Path
 ) -> TrainingJob:
-    """The job that trains `objective` on these artifacts into `out`."""
+    """The job that trains `objective` on these artifacts, checkpointing into `checkpoint_dir` (under the
+    artifact root: checkpoints outlive a killed attempt, and only the pipeline ever writes there)."""
     return TrainingJob(
         objective=objective,
         blocks_dir=blocks_dir,
@@ -58,14 +54,15 @@ def training_job(
         model=getattr(config.model, objective),
         train=config.train,
         block_size=config.data.block_size,
-        world_size=world_size(config.train.processes, plan_device(config.train.precision)),
-        checkpoint_dir=str(checkpoint_dir_for(config.artifacts.root, out)),
+        world_size=placement_of(config.train).world_size,
+        checkpoint_dir=str(checkpoint_dir),
     )
 
 
 def train_once(
     objective: Objective,
     out: Path,
+    checkpoint_dir: Path,
     blocks_dir: str,
     tokenize_dir: str,
     config: PipelineConfig,
@@ -78,15 +75,17 @@ def train_once(
     # Before any training starts: a masked LM needs a tokenizer with a mask token, say.
     tokenizer = AutoTokenizer.from_pretrained(str(Path(tokenize_dir) / "tokenizer"))
     require_objective_tokens(tokenizer, objective, tokenizer_origin(config, objective).field)
-    job = training_job(objective, blocks_dir, tokenize_dir, config, out)
+    job = training_job(objective, blocks_dir, tokenize_dir, config, checkpoint_dir)
 
     def build(scratch: Path) -> None:
         job_file = scratch / "job.json"
         run_training_process(worker.__name__, job_file_content(job, scratch), job_file, log, label, on_progress)
         job_file.unlink()  # it names the scratch directory; the artifact's manifest records the inputs
 
-    if ensure_built(out, label, job.model_dump(mode="json"), build, log):
-        shutil.rmtree(job.checkpoint_dir, ignore_errors=True)  # the model is published: nothing to resume
+    # One trainer per checkpoint directory: runs that split one global batch differently share it.
+    with exclusive(checkpoint_dir, log):
+        if ensure_built(out, label, job.model_dump(mode="json"), build, log):
+            shutil.rmtree(checkpoint_dir, ignore_errors=True)  # the model is published: nothing to resume
 
 
 def run_training_process(

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -69,8 +70,7 @@ def start_job(workspace: Path, name: str, objective: str, processes: int, batch_
     blocks, tokens = prepare(config, objective)
     out_dir = workspace / name / "model"
     out_dir.mkdir(parents=True)
-    job = training_job(objective, blocks, tokens, config, out_dir)
-    job = job.model_copy(update={"checkpoint_dir": str(workspace / name / "checkpoints")})
+    job = training_job(objective, blocks, tokens, config, workspace / name / "checkpoints")
     assert job.world_size == processes
     return job, workspace / name / "job.json", out_dir
 
@@ -105,8 +105,15 @@ def log() -> logging.Logger:
     return logger
 
 
+def resume_from(source: Path, step: int, job, job_file: Path, out_dir: Path, log: logging.Logger) -> None:
+    """Train `job` from a copy of `source`'s checkpoint at `step`, the one a run killed then would have left."""
+    Path(job.checkpoint_dir).mkdir(parents=True)
+    shutil.copytree(source / f"checkpoint-{step}", Path(job.checkpoint_dir) / f"checkpoint-{step}")
+    train(job, job_file, out_dir, log)
+
+
 @pytest.mark.parametrize("objective", ["clm", "mlm"])
-def test_one_and_two_ranks_agree_step_by_step_and_two_rank_runs_repeat_exactly(workspace, objective, log):
+def test_one_and_two_ranks_agree_step_by_step_and_resume_on_each_others_checkpoints(workspace, objective, log):
     # Dropout off: with it, each rank draws its own dropout masks, the one difference left by design.
     no_dropout = (f"model.{objective}.dropout=0.0", "train.precision=fp32")
     one_job, one_file, one_out = start_job(workspace, "one", objective, 1, 8, *no_dropout)
@@ -122,11 +129,37 @@ def test_one_and_two_ranks_agree_step_by_step_and_two_rank_runs_repeat_exactly(w
     assert metrics["world_size"] == 2 and metrics["device"].startswith("cpu, 2 processes x ")
     assert metrics["train_tokens"] == json.loads((one_out / "train_metrics.json").read_text())["train_tokens"]
 
+    # Pre-empted on 2 ranks, back on 1 (same global batch): it resumes at the step and continues on the same data.
+    resumed_job, resumed_file, resumed_out = start_job(workspace, "two-then-one", objective, 1, 8, *no_dropout)
+    resume_from(Path(two_job.checkpoint_dir), 2 * EVERY, resumed_job, resumed_file, resumed_out, log)
+    assert_same_run(resumed_out, two_out)
+    if objective == "mlm":
+        return
+    # And the other way: a 1-rank checkpoint resumed on 2 ranks.
+    resumed_job, resumed_file, resumed_out = start_job(workspace, "one-then-two", objective, 2, 4, *no_dropout)
+    resume_from(Path(one_job.checkpoint_dir), 2 * EVERY, resumed_job, resumed_file, resumed_out, log)
+    assert_same_run(resumed_out, one_out)
+
     again_job, again_file, again_out = start_job(workspace, "two-again", objective, 2, 4, *no_dropout)
     train(again_job, again_file, again_out, log)
     weights, again = load_file(two_out / "model.safetensors"), load_file(again_out / "model.safetensors")
     for name, tensor in weights.items():
         assert torch.equal(tensor, again[name]), f"{name} differs between two identical 2-rank runs"
+
+
+def assert_same_run(resumed_out: Path, uninterrupted_out: Path) -> None:
+    """A run resumed on another world size ends as the uninterrupted one, within the reduction-order tolerance:
+    every step's loss (the earlier ones come with the checkpoint), the whole run's loss, and the weights."""
+    resumed, uninterrupted = losses(resumed_out), losses(uninterrupted_out)
+    assert len(resumed) == len(uninterrupted) == STEPS
+    worst = max(abs(a - b) / a for a, b in zip(resumed, uninterrupted, strict=True))
+    assert worst < STEP_TOLERANCE, (worst, resumed, uninterrupted)
+    metrics, reference = (json.loads((d / "train_metrics.json").read_text()) for d in (resumed_out, uninterrupted_out))
+    assert metrics["train_steps"] == reference["train_steps"] == STEPS
+    assert metrics["train_loss"] == pytest.approx(reference["train_loss"], rel=STEP_TOLERANCE)
+    weights, reference_weights = (load_file(d / "model.safetensors") for d in (resumed_out, uninterrupted_out))
+    for name, tensor in weights.items():
+        torch.testing.assert_close(tensor, reference_weights[name], rtol=1e-4, atol=1e-5, msg=name)
 
 
 def rank_pids(workspace: Path, rank: int) -> list[int]:

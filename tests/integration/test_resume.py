@@ -54,8 +54,7 @@ def job_for(workspace: Path, objective: str, name: str) -> tuple[TrainingJob, Pa
     blocks, tokens = prepare(config, objective)
     out_dir = workspace / name / "model"
     out_dir.mkdir(parents=True)
-    job = training_job(objective, blocks, tokens, config, out_dir)
-    job = job.model_copy(update={"checkpoint_dir": str(workspace / name / "checkpoints")})
+    job = training_job(objective, blocks, tokens, config, workspace / name / "checkpoints")
     job_file = workspace / name / "job.json"
     job_file.write_text(json.dumps(job_file_content(job, out_dir)))
     return job, job_file

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -121,7 +122,8 @@ def train(config: Any, objective: str, blocks: Path, tokens: Path, scratch: Path
     """The training task's work: its checks in the flow process, then the training process's, here in one."""
     tokenizer = AutoTokenizer.from_pretrained(str(tokens / "tokenizer"))
     require_objective_tokens(tokenizer, objective, tokenizer_origin(config, objective).field)
-    train_model(training_job(objective, str(blocks), str(tokens), config, scratch), scratch)
+    checkpoints = Path(tempfile.mkdtemp(prefix=f"checkpoints-{objective}-"))
+    train_model(training_job(objective, str(blocks), str(tokens), config, checkpoints), scratch)
 
 
 STAGE_TASKS = {

@@ -101,10 +101,27 @@ def test_resuming_unpickles_nothing_but_tensors(repo_root):
     assert unsafe == [], f"transformers/trainer.py calls torch.load without weights_only=True at lines {unsafe}"
 
 
-def test_checkpoints_live_under_the_artifact_root_only(tmp_path):
-    from lmpipe.training.launcher import checkpoint_dir_for
+def test_checkpoints_live_under_the_artifact_root_keyed_by_the_global_batch_not_its_split(tmp_path):
+    from lmpipe.config.loading import load_config
+    from tasks.train import checkpoint_dir, train_output_dir
 
-    out = tmp_path / "artifacts" / "train-clm" / "0123abcd"
-    checkpoint_dir = checkpoint_dir_for(tmp_path / "artifacts", out)
-    assert checkpoint_dir.resolve().is_relative_to((tmp_path / "artifacts").resolve())
-    assert checkpoint_dir == checkpoint_dir_for(tmp_path / "artifacts", out), "a re-run finds the same directory"
+    def config(*overrides: str):
+        # fp32: what a Ray worker trains in is known here only when set (`auto` resolves on the worker).
+        return load_config(None, [f"artifacts.root={tmp_path / 'artifacts'}", "train.precision=fp32", *overrides])
+
+    where = checkpoint_dir("blocks/1", "tokenize/2", config("train.batch_size=8"), "clm")
+    assert where.resolve().is_relative_to((tmp_path / "artifacts").resolve())
+    assert where == checkpoint_dir("blocks/1", "tokenize/2", config("train.batch_size=8"), "clm"), "a re-run finds it"
+    # 1 rank x 8 blocks, 2 ranks x 4, 1 rank x 4 x 2 accumulated: one trajectory, so one place to resume from,
+    # though each is an artifact of its own (the reduction order differs).
+    for split in (
+        ("train.processes=2", "train.batch_size=4"),
+        ("train.batch_size=4", "train.grad_accum=2"),
+        ("train.launcher=ray", "train.ray_workers=4", "train.batch_size=2"),
+    ):
+        assert checkpoint_dir("blocks/1", "tokenize/2", config(*split), "clm") == where, split
+        artifact = train_output_dir("blocks/1", "tokenize/2", config(*split), "clm")
+        assert artifact != train_output_dir("blocks/1", "tokenize/2", config("train.batch_size=8"), "clm"), split
+    for other in (("train.batch_size=4",), ("train.processes=2",), ("train.seed=7",)):
+        assert checkpoint_dir("blocks/1", "tokenize/2", config(*other), "clm") != where, other
+    assert checkpoint_dir("blocks/1", "tokenize/2", config("train.batch_size=8"), "mlm") != where
