@@ -181,6 +181,27 @@ class TrainConfig(_Section):
         description="The Hugging Face Trainer's fsdp setting, for models that do not fit on one GPU, e.g. "
         "'full_shard auto_wrap' (with processes > 1). Empty: DDP, every rank holding the whole model.",
     )
+    launcher: Literal["local", "ray"] = Field(
+        "local",
+        description="Where the training ranks run. 'local': on the task's node (train.processes, torchrun). "
+        "'ray': on an existing Ray cluster through Ray Train (ray_workers workers, DDP across nodes); needs "
+        "pip install 'lmpipe[ray]' and an artifact root every node mounts at the same path.",
+    )
+    ray_address: str = Field(
+        "auto",
+        description="The Ray cluster (train.launcher=ray): 'auto' (the cluster this node belongs to, or "
+        "RAY_ADDRESS), 'HOST:PORT' of its GCS, or 'ray://HOST:10001' (Ray Client).",
+    )
+    ray_workers: int = Field(
+        2, ge=1, description="Ray Train workers, one rank each (train.launcher=ray); the world size there."
+    )
+    ray_cpus_per_worker: float = Field(1.0, gt=0, description="CPUs Ray reserves for each worker (launcher=ray).")
+    ray_gpus_per_worker: float = Field(
+        0.0,
+        ge=0,
+        description="GPUs Ray reserves for each worker (launcher=ray): 0 trains on CPUs with gloo, 1 on a GPU each "
+        "with NCCL.",
+    )
 
     @field_validator("processes", mode="before")
     @classmethod

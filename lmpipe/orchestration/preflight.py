@@ -8,6 +8,8 @@ ran). Checked, in this order:
 - local model and tokenizer directories exist and hold what loading needs (config.json that
   parses, weights, tokenizer files), each named with its field;
 - the Hugging Face Hub answers, when something is to come from it;
+- train.fsdp only for what FSDP can shard (the causal LM);
+- with train.launcher=ray, Ray is installed and a cluster answers at train.ray_address;
 - the registry is ready: the SQLite store created or migrated here (never inside register, where
   a kill would land in MLflow's schema change), or the tracking server answering; the experiment
   active. The registered-model names were checked with the config.
@@ -20,6 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from lmpipe.compute.ray_cluster import cluster_problem
 from lmpipe.config.paths import require_allowed_paths
 from lmpipe.config.pretrained import local_model_problem, local_tokenizer_problem, looks_like_a_path
 from lmpipe.config.schema import PipelineConfig
@@ -27,7 +30,7 @@ from lmpipe.data.hub import require_hub
 from lmpipe.data.sources import local_files
 from lmpipe.data.tokenizer_choice import tokenizer_origin
 from lmpipe.errors import HubUnreachableError, PipelineInputError, PreflightFailed
-from lmpipe.objectives import Objective
+from lmpipe.objectives import Objective, spec_of
 from lmpipe.registry.identity import tracking_uri
 from lmpipe.registry.readiness import check_registry
 
@@ -54,6 +57,15 @@ def preflight(
         require_reachable_hub(config, objectives)
     except HubUnreachableError as error:
         raise PreflightFailed(str(error)) from None
+    if config.train.fsdp and any(spec_of(objective).masked for objective in objectives):
+        # Measured (accelerate 1.15, CPU and the same code path on GPUs): FSDP2 cannot wrap RoBERTa's
+        # embedding and output layer, which share their weight and their bias.
+        raise PreflightFailed(
+            f"train.fsdp={config.train.fsdp!r}: the masked LM cannot be sharded with FSDP here (its embedding and "
+            "output layer share weights); train it with DDP (train.fsdp='') or run the clm flow"
+        )
+    if config.train.launcher == "ray" and (problem := cluster_problem(config.train.ray_address)):
+        raise PreflightFailed(problem)
     check_registry(tracking_uri(config), config.registry.experiment, log)
     log.info(f"pre-flight: data, models and registry ready ({time.monotonic() - started:.1f} s)")
 

@@ -16,11 +16,25 @@ from typing import Any
 PROGRESS_PREFIX = "@@progress "
 
 
+def print_line(event: dict[str, Any]) -> None:
+    print(PROGRESS_PREFIX + json.dumps(event), flush=True)
+
+
+# Where events go: stdout, read by the launcher; a Ray Train worker's own stdout is not its launcher's,
+# so there they go through a Ray queue that the Ray driver prints from (lmpipe.training.ray_train).
+_sink: Callable[[dict[str, Any]], None] = print_line
+
+
+def send_to(sink: Callable[[dict[str, Any]], None]) -> None:
+    global _sink
+    _sink = sink
+
+
 def emit(event: str, **fields: Any) -> None:
-    """Child side: report one event to the launcher; under torchrun, rank 0 speaks for every rank."""
+    """Child side: report one event to the launcher; with several ranks, rank 0 speaks for every rank."""
     if os.environ.get("RANK", "0") != "0":
         return
-    print(PROGRESS_PREFIX + json.dumps({"event": event, **fields}), flush=True)
+    _sink({"event": event, **fields})
 
 
 def parse(line: str) -> dict[str, Any] | None:
@@ -52,6 +66,13 @@ EVENT_LINES: dict[str, tuple[int, Callable[[dict[str, Any]], str]]] = {
         lambda e: f"resuming from {Path(e['path']).name} (step {e['step']}), left by an earlier run",
     ),
     "warning": (logging.WARNING, lambda e: e["message"]),
+    "ranks": (
+        logging.INFO,
+        lambda e: (
+            f"{len(e['ranks'])} Ray Train workers on {len({r['node'] for r in e['ranks']})} nodes: "
+            + "; ".join(f"rank {r['rank']} on node {r['node'][:12]} ({r['ip']}): {r['device']}" for r in e["ranks"])
+        ),
+    ),
     "done": (
         logging.INFO,
         lambda e: (

@@ -32,7 +32,7 @@ from lmpipe.store.publish import ensure_built
 
 # The training process's module, imported rather than named as a string: that import is what puts the
 # training code (loop, trainer, models) into the train stage's derived cache key.
-from lmpipe.training import elastic, events, worker
+from lmpipe.training import elastic, events, ray_train, worker
 from lmpipe.training.job import TrainingJob, job_file_content
 from lmpipe.training.placement import placement_of
 
@@ -106,7 +106,11 @@ def run_training_process(
         **child_processes.child_environment(),
     }
     processes = int(job.get("job", {}).get("world_size", 1))
-    if processes > 1:  # torchrun, which starts `module` in each rank
+    train = job.get("job", {}).get("train", {})
+    if train.get("launcher") == "ray":  # a Ray driver, whose Ray Train workers each run a rank
+        command = [sys.executable, "-m", ray_train.__name__, str(job_file)]
+        log.info(f"{label}: launching {processes} Ray Train workers on the Ray cluster at {train['ray_address']}")
+    elif processes > 1:  # torchrun, which starts `module` in each rank
         command = [sys.executable, "-m", elastic.__name__, str(processes), str(job_file)]
         log.info(f"{label}: launching {processes} ranks with torch's elastic launcher (torchrun)")
     else:
@@ -115,6 +119,7 @@ def run_training_process(
         log.info(f"{label}: launching {' '.join(command[1:3])} (pid follows)")
     tail: deque[str] = deque(maxlen=_TAIL_LINES)
     input_error: str | None = None
+    failure: str | None = None  # how the run failed, when the training process could say it in one line
     max_steps = 0
     oom_kills_before = child_processes.oom_kills()
     with subprocess.Popen(
@@ -136,6 +141,9 @@ def run_training_process(
                 if event["event"] == "input_error":  # raised once the process has ended
                     input_error = event.get("message", "training input error")
                     continue
+                if event["event"] == "failed":
+                    failure = str(event.get("message", "training failed"))
+                    continue
                 level, text = events.log_line(event)
                 log.log(level, f"{label}: {text}")
                 if on_progress is None:
@@ -151,6 +159,8 @@ def run_training_process(
         returncode = child.wait()
     if input_error is not None:
         raise PipelineInputError(input_error)
+    if returncode != 0 and failure is not None:
+        raise TrainingFailed(f"{label}: {failure}")
     if returncode != 0:
         output = [line for line in tail if line.strip() and not line.startswith(events.PROGRESS_PREFIX)]
         log.error(f"{label}: last output of the training process:\n" + "\n".join(output))

@@ -12,6 +12,7 @@ import json
 import math
 import os
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -138,6 +139,8 @@ def train_model(job: TrainingJob, out_dir: Path) -> dict[str, Any]:
     train = job.train
     plan = plan_device(train.precision)
     world, local = ranks()
+    if train.launcher == "ray":  # the CPUs Ray reserved for this worker, whoever else shares its node
+        plan, local = replace(plan, cpu_threads=max(1, int(train.ray_cpus_per_worker))), 1
     use_planned_threads(plan, local)
     emit("device", device=plan.describe(world))
     tokenizer = AutoTokenizer.from_pretrained(job.tokenizer_dir)

@@ -7,6 +7,8 @@ sha256 is added last (lmpipe.training.checkpoints), and only then is it renamed.
 
 Loss: what is logged is the mean over the tokens the model was scored on, the way evaluation
 computes it; the gradient stays the Trainer's own (lmpipe.training.scored_loss says why and how).
+
+Also, train.fsdp on CPU ranks trains with FSDP2, where accelerate alone would train with DDP.
 """
 
 from __future__ import annotations
@@ -58,6 +60,32 @@ class PipelineTrainer(Trainer):
         self._model_ignores_items: bool | None = None  # learnt on the first batch that can tell
         self.earlier_seconds = 0.0  # training time of the attempts before, up to the checkpoint resumed from
         self._attempt_started: float | None = None
+
+    # ------------------------------------------------------------------------ FSDP on CPU ranks
+
+    def create_accelerator_and_postprocess(self) -> None:
+        super().create_accelerator_and_postprocess()
+        if self.args.fsdp_plugin_args is not None and not self.is_fsdp_enabled:
+            self._enable_fsdp_on_cpu()
+
+    def _enable_fsdp_on_cpu(self) -> None:
+        """accelerate (1.15) turns FSDP on only for accelerator ranks (MULTI_GPU, MULTI_XPU, ...): on CPU ranks it
+        drops the plugin and trains with DDP, silently. torch's FSDP2 itself shards on CPU with gloo, and with
+        the state switched as accelerate would on a GPU, the Trainer trains, checkpoints and resumes with it
+        (tests/integration/test_fsdp.py). FSDP1 is left alone: its plugin needs an accelerator to build."""
+        from accelerate.state import PartialState
+        from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
+
+        state = self.accelerator.state
+        if state.distributed_type != DistributedType.MULTI_CPU or self.args.fsdp_plugin_args["fsdp_version"] != 2:
+            return
+        plugin = FullyShardedDataParallelPlugin(**self.args.fsdp_plugin_args)
+        if state.mixed_precision != "no":
+            plugin.set_mixed_precision(state.mixed_precision)
+        # Both shared states: PartialState's is the one accelerate's prepare and save paths read back.
+        PartialState._shared_state["distributed_type"] = DistributedType.FSDP
+        state.distributed_type, state.fsdp_plugin = DistributedType.FSDP, plugin
+        self.is_fsdp_enabled = True
 
     # ------------------------------------------------------------------------ loss
 

@@ -176,6 +176,21 @@ CASES = [
         preflight=True,
     ),
     Case(
+        "FSDP for the masked LM",
+        ("train.fsdp=full_shard auto_wrap",),
+        "train.fsdp='full_shard auto_wrap': the masked LM cannot be sharded with FSDP here",
+        2,
+        flow="mlm",
+        preflight=True,
+    ),
+    Case(
+        "Ray cluster that is not there",
+        ("train.launcher=ray", "train.ray_address=127.0.0.1:1"),
+        "train.ray_address='127.0.0.1:1': no Ray cluster answers at 127.0.0.1:1",
+        2,
+        preflight=True,
+    ),
+    Case(
         "data.path at a directory",
         LOCAL,
         "data.path: '{made}' is a directory; name its files with a glob, e.g. '{made}/*.jsonl'",
