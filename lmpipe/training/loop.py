@@ -12,6 +12,7 @@ import json
 import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -32,16 +33,16 @@ from lmpipe.training.trainer import PipelineTrainer
 
 
 class StepReporter(TrainerCallback):
-    """Reports step, loss and tokens/s every logging step, to the launcher."""
+    """Reports step, loss and tokens/s every logging step, to the launcher. Tokens are the Trainer's own count
+    of non-padding input tokens, gathered over every rank (include_num_input_tokens_seen)."""
 
-    def __init__(self, tokens_per_step: int) -> None:
-        self.tokens_per_step = tokens_per_step
+    def __init__(self) -> None:
         self._started = time.perf_counter()
-        self._first_step = 0
+        self._first_tokens = 0
 
     def on_train_begin(self, args, state, control, **kwargs):
         self._started = time.perf_counter()
-        self._first_step = state.global_step  # a resumed run starts at its checkpoint's step
+        self._first_tokens = state.num_input_tokens_seen  # a resumed run starts at its checkpoint's count
         emit("begin", max_steps=state.max_steps)
 
     def on_log(self, args, state, control, logs=None, **kwargs):
@@ -54,7 +55,7 @@ class StepReporter(TrainerCallback):
             max_steps=state.max_steps,
             loss=round(float(logs["loss"]), 4),
             learning_rate=logs.get("learning_rate"),
-            tokens_per_s=round((state.global_step - self._first_step) * self.tokens_per_step / max(elapsed, 1e-9)),
+            tokens_per_s=round((state.num_input_tokens_seen - self._first_tokens) / max(elapsed, 1e-9)),
         )
 
 
@@ -120,6 +121,7 @@ def training_arguments(train: TrainConfig, output_dir: Path, plan: DevicePlan, w
         save_steps=train.checkpoint_steps or 500,
         save_total_limit=None,  # PipelineTrainer keeps train.checkpoints_kept complete ones
         report_to=[],  # MLflow logging is the register stage's job
+        include_num_input_tokens_seen="non_padding",  # counted on every rank, summed: the whole world's tokens
         disable_tqdm=True,  # progress goes to the Prefect log instead
         # Workers and pinned memory keep a GPU fed; on a CPU the workers would take the cores training needs.
         dataloader_num_workers=dataloader_workers(train, plan),
@@ -132,7 +134,9 @@ def training_arguments(train: TrainConfig, output_dir: Path, plan: DevicePlan, w
     )
 
 
-def train_model(job: TrainingJob, out_dir: Path) -> dict[str, Any]:
+def train_model(
+    job: TrainingJob, out_dir: Path, prepare: Callable[[PipelineTrainer], object] | None = None
+) -> dict[str, Any]:
     """Train `job.objective` from its base model (resuming from the latest complete checkpoint in
     job.checkpoint_dir, if any), then save the model (safetensors), tokenizer, metrics and the config
     that made them in out_dir; returns the metrics."""
@@ -153,18 +157,19 @@ def train_model(job: TrainingJob, out_dir: Path) -> dict[str, Any]:
     collator, callbacks = training_batches(job.objective, tokenizer, train.mlm_probability, train.seed)
     emit("model", parameters=count_parameters(model), train_blocks=len(train_blocks))
 
-    tokens_per_step = train.batch_size * train.grad_accum * job.block_size * world  # the global batch's
     checkpoint_dir = Path(job.checkpoint_dir)
     trainer = PipelineTrainer(
         model=model,
         args=training_arguments(train, checkpoint_dir, plan, world),
         train_dataset=train_blocks,
         data_collator=collator,
-        callbacks=[StepReporter(tokens_per_step), LossGuard(), *callbacks],
+        callbacks=[StepReporter(), LossGuard(), *callbacks],
         objective=job.objective,
         checkpoints_kept=train.checkpoints_kept,
         on_checkpoint=lambda path: emit("checkpoint", path=str(path), step=checkpoints.checkpoint_step(path)),
     )
+    if prepare is not None:  # a launcher's own integration (Ray Train's prepare_trainer)
+        prepare(trainer)
     resume_from = checkpoints.latest_complete(checkpoint_dir, warn=lambda message: emit("warning", message=message))
     if resume_from is not None:
         emit("resume", path=str(resume_from), step=checkpoints.checkpoint_step(resume_from))
@@ -175,9 +180,9 @@ def train_model(job: TrainingJob, out_dir: Path) -> dict[str, Any]:
     metrics = {
         "train_loss": trainer.scored_loss.overall_mean(),  # over every rank's tokens
         "train_steps": result.global_step,
-        "train_tokens": result.global_step * tokens_per_step,
+        "train_tokens": trainer.state.num_input_tokens_seen,  # every attempt's, as checkpoints carry the count
         "train_runtime_s": round(runtime_s, 2),
-        "train_tokens_per_s": round(result.global_step * tokens_per_step / max(runtime_s, 1e-9), 1),
+        "train_tokens_per_s": round(trainer.state.num_input_tokens_seen / max(runtime_s, 1e-9), 1),
         "parameters": count_parameters(model),
         "device": plan.describe(world),
         "world_size": world,

@@ -113,6 +113,8 @@ def lost_ranks(placement: list[dict[str, Any]], wait_s: float = 10.0) -> list[di
     the survivors' connections to it break, which is what usually fails the run first: wait a few seconds."""
     import ray
 
+    if not placement:  # the run failed before its workers said where they are
+        return []
     deadline = time.monotonic() + wait_s
     while True:
         try:

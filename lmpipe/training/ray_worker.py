@@ -4,8 +4,11 @@ Ray Train's TorchTrainer starts this function in each worker, on whichever node 
 the process group already joined (gloo on CPUs, NCCL on GPUs) and RANK, WORLD_SIZE and LOCAL_RANK
 set: the Hugging Face Trainer then finds a distributed run exactly as under torchrun, so
 lmpipe.training.loop trains it unchanged, with the same data order, checkpoints and rank-0 writes.
-Ray's `prepare_trainer` is not needed: it only adapts Ray Data iterables, and the blocks here are
-a map-style dataset every node reads from the shared artifact root.
+The Trainer goes through Ray's Hugging Face integration (`prepare_trainer`), which adapts Ray Data
+inputs; the blocks here are a map-style dataset every node reads from the shared artifact root, so it
+changes nothing today and keeps the door open to Ray Data. Ray's RayTrainReportCallback is not used:
+the pipeline's own checkpoints are atomic and already on storage every node sees, and copying each
+into Ray's storage would double the writes.
 
 What differs from a torchrun rank is where events go (a Ray queue the driver prints from: this
 process's stdout is not the task's) and who owns the process group (Ray: it is left open here).
@@ -24,12 +27,13 @@ from lmpipe.training.loop import train_model
 def train_on_worker(config: dict[str, Any]) -> None:
     import ray.train
     import torch.distributed as dist
+    from ray.train.huggingface.transformers import prepare_trainer
 
     queue = config["events"]
     events.send_to(queue.put)
     job, out_dir = TrainingJob.model_validate(config["job"]), Path(config["out_dir"])
     report_placement(job)
-    metrics = train_model(job, out_dir)
+    metrics = train_model(job, out_dir, prepare=prepare_trainer)
     # Every worker reports (Ray Train expects it of all ranks): the run's numbers show in Ray's dashboard.
     ray.train.report({name: value for name, value in metrics.items() if isinstance(value, int | float)})
     if dist.is_initialized():

@@ -31,7 +31,7 @@ from prefect import flow
 from safetensors.torch import load_file
 
 from flows.both import both_flow
-from lmpipe.errors import TrainingFailed
+from lmpipe.errors import PipelineInputError, TrainingFailed
 from lmpipe.training.job import job_file_content
 from lmpipe.training.launcher import run_training_process, training_job
 from tasks.download import download
@@ -258,3 +258,17 @@ def test_the_world_size_is_in_the_training_key_and_dataloader_workers_are_not(wo
     assert train_output_dir("blocks", "tokens", tiny_config(workspace, "train.processes=2"), "clm") != key
     assert train_output_dir("blocks", "tokens", tiny_config(workspace, "train.processes=1"), "clm") == key  # auto = 1
     assert train_output_dir("blocks", "tokens", tiny_config(workspace, "train.dataloader_workers=2"), "clm") == key
+
+
+DIVERGING = ("train.learning_rate=1e6", "train.warmup_ratio=0", "train.max_steps=200", "train.checkpoint_steps=null")
+
+
+def test_the_loss_guard_stops_every_rank_with_the_one_line_input_error(workspace, log):
+    job, job_file, out_dir = start_job(workspace, "diverged", "clm", 2, 4, *DIVERGING)
+    with pytest.raises(PipelineInputError) as caught:
+        train(job, job_file, out_dir, log)
+    message = str(caught.value)
+    assert message.startswith("training diverged: loss is ") and "lower train.learning_rate=1e+06?" in message, message
+    assert int(message.split(" at step ")[1].split(";")[0]) < 200
+    assert rank_pids(workspace / "diverged", 0) == rank_pids(workspace / "diverged", 1) == []
+    assert not (out_dir / "model.safetensors").exists()

@@ -13,17 +13,23 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
+import signal
+import subprocess
+import sys
+import textwrap
 import threading
 import time
 from pathlib import Path
 
 import pytest
-from pipeline_probe import registered_versions, tiny_config
-from test_distributed import STEP_TOLERANCE, STEPS, losses, start_job, train
+from pipeline_probe import PROJECT_ROOT, live_processes, registered_versions, tiny_config
+from test_distributed import DIVERGING, STEP_TOLERANCE, STEPS, losses, start_job, train
 
 from flows.clm import clm_flow
-from lmpipe.errors import TrainingFailed
+from lmpipe.errors import PipelineInputError, TrainingFailed
+from lmpipe.training.job import job_file_content
 
 ray = pytest.importorskip("ray", reason="the Ray tests need the project's test install (ray[train])")
 from ray.cluster_utils import Cluster  # noqa: E402
@@ -101,6 +107,15 @@ def test_the_flow_trains_on_the_cluster_and_registers_a_version(workspace, clust
     assert any(RANKS_LINE.search(record.getMessage()) for record in caplog.records), "no placement in the task log"
 
 
+def test_the_loss_guard_stops_every_worker_with_the_one_line_input_error(workspace, cluster, log):
+    job, job_file, out_dir = start_job(workspace, "diverged", "clm", 2, 4, *on_ray(cluster), *DIVERGING)
+    with pytest.raises(PipelineInputError) as caught:
+        train(job, job_file, out_dir, log)
+    message = str(caught.value)
+    assert message.startswith("training diverged: loss is ") and "lower train.learning_rate=1e+06?" in message, message
+    assert not (out_dir / "model.safetensors").exists()
+
+
 def test_a_dead_cluster_fails_the_training_in_seconds_naming_the_address(workspace, log):
     job, job_file, out_dir = start_job(
         workspace, "dead", "clm", 2, 4, "train.launcher=ray", "train.ray_address=127.0.0.1:1"
@@ -113,6 +128,40 @@ def test_a_dead_cluster_fails_the_training_in_seconds_naming_the_address(workspa
         "train-test: cannot reach the Ray cluster: train.ray_address='127.0.0.1:1': no Ray cluster answers at "
         "127.0.0.1:1"
     )
+
+
+def test_no_worker_outlives_a_sigkilled_task(workspace, cluster):
+    job, job_file, out_dir = start_job(workspace, "orphans", "clm", 2, 4, *on_ray(cluster), "train.max_steps=100000")
+    job_file.write_text(json.dumps(job_file_content(job, out_dir)))
+    task = textwrap.dedent(
+        f"""
+        import json, logging, pathlib
+        from lmpipe.training.launcher import run_training_process
+        job_file = pathlib.Path({str(job_file)!r})
+        run_training_process("lmpipe.training.worker", json.loads(job_file.read_text()), job_file,
+                             logging.getLogger("task"), "train-test")
+        """
+    )
+    process = subprocess.Popen([sys.executable, "-c", task], env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)})
+    try:
+        deadline = time.monotonic() + 300
+        while len(live_processes("ray::RayTrainWorker")) < 2:
+            assert process.poll() is None, "the task ended before its workers started"
+            assert time.monotonic() < deadline, "the workers never started"
+            time.sleep(0.2)
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait(timeout=30)
+        killed = time.monotonic()
+
+        def left() -> list[int]:
+            return live_processes("ray::RayTrainWorker") + live_processes("lmpipe.training.ray_train", str(job_file))
+
+        while left():
+            assert time.monotonic() - killed < 30, f"outlived their SIGKILLed task by 30 s: {left()}"
+            time.sleep(0.2)
+    finally:
+        if process.poll() is None:
+            process.kill()
 
 
 def test_losing_the_worker_node_fails_the_run_naming_the_rank_and_the_rerun_resumes(workspace, cluster, log):
