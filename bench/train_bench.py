@@ -107,18 +107,26 @@ def reference_run(
     return {"seconds": seconds, "losses": recorder.losses}
 
 
-def ours_run(work: Path, model_config: ModelConfig, train: TrainConfig, block_size: int, run: int) -> dict[str, Any]:
-    out = work / f"ours-{run}"
-    out.mkdir()
-    job = TrainingJob(
+def bench_job(
+    work: Path, model_config: ModelConfig, train: TrainConfig, block_size: int, processes: int, checkpoints: str
+) -> TrainingJob:
+    """The causal-LM job the train task would build for the bench's blocks and tokenizer."""
+    return TrainingJob(
         objective="clm",
         blocks_dir=str(work / "blocks"),
         tokenizer_dir=str(work / "tokenize" / "tokenizer"),
         model=model_config,
         train=train,
         block_size=block_size,
-        checkpoint_dir=str(work / f"ck-{run}"),
+        world_size=processes,
+        checkpoint_dir=str(work / checkpoints),
     )
+
+
+def ours_run(work: Path, model_config: ModelConfig, train: TrainConfig, block_size: int, run: int) -> dict[str, Any]:
+    out = work / f"ours-{run}"
+    out.mkdir()
+    job = bench_job(work, model_config, train, block_size, 1, f"ck-{run}")
     metrics = train_model(job, out)
     history = json.loads((out / "train_history.json").read_text())
     return {"seconds": metrics["train_runtime_s"], "losses": [entry["loss"] for entry in history], "metrics": metrics}
@@ -135,16 +143,7 @@ def ranks_run(
 
     out = work / f"ranks-{processes}-{run}"
     out.mkdir()
-    job = TrainingJob(
-        objective="clm",
-        blocks_dir=str(work / "blocks"),
-        tokenizer_dir=str(work / "tokenize" / "tokenizer"),
-        model=model_config,
-        train=train,
-        block_size=block_size,
-        world_size=processes,
-        checkpoint_dir=str(work / f"ck-ranks-{processes}-{run}"),
-    )
+    job = bench_job(work, model_config, train, block_size, processes, f"ck-ranks-{processes}-{run}")
     log = logging.getLogger("bench.train")
     run_training_process("lmpipe.training.worker", job_file_content(job, out), work / "job.json", log, "bench")
     return json.loads((out / "train_metrics.json").read_text())

@@ -205,10 +205,9 @@ def test_a_killed_rank_fails_the_run_naming_it_and_the_rerun_resumes_to_the_same
         torch.testing.assert_close(tensor, reference_weights[name], rtol=1e-5, atol=1e-6, msg=name)
 
 
-def test_no_rank_outlives_a_sigkilled_task(workspace, log):
-    job, job_file, out_dir = start_job(workspace, "orphans", "clm", 2, 4, "train.max_steps=100000")
+def start_task_process(job, job_file: Path, out_dir: Path) -> subprocess.Popen:
+    """The task's own process, as a worker runs it: a Python process running the launcher on `job`."""
     job_file.write_text(json.dumps(job_file_content(job, out_dir)))
-    # The task's process, as a worker runs it: a Python process running the launcher.
     task = textwrap.dedent(
         f"""
         import json, logging, pathlib
@@ -219,7 +218,12 @@ def test_no_rank_outlives_a_sigkilled_task(workspace, log):
         """
     )
     env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
-    process = subprocess.Popen([sys.executable, "-c", task], env=env, start_new_session=True)
+    return subprocess.Popen([sys.executable, "-c", task], env=env, start_new_session=True)
+
+
+def test_no_rank_outlives_a_sigkilled_task(workspace, log):
+    job, job_file, out_dir = start_job(workspace, "orphans", "clm", 2, 4, "train.max_steps=100000")
+    process = start_task_process(job, job_file, out_dir)
     try:
         deadline = time.monotonic() + 300
         while not (rank_pids(workspace / "orphans", 0) and rank_pids(workspace / "orphans", 1)):

@@ -26,11 +26,11 @@ import torch
 from pipeline_probe import tiny_config
 from prefect import flow
 from safetensors.torch import load_file
+from test_distributed import train
 from transformers import AutoModelForCausalLM
 
 from lmpipe.training import checkpoints
-from lmpipe.training.job import job_file_content
-from lmpipe.training.launcher import run_training_process, training_job
+from lmpipe.training.launcher import training_job
 from tasks.download import download
 from tasks.flatten import flatten
 from tasks.group import group
@@ -39,6 +39,8 @@ from tasks.tokenize import tokenize
 pytestmark = [pytest.mark.integration, pytest.mark.distributed]
 
 STEPS, EVERY = 12, 4
+LOG = logging.getLogger("tests.fsdp")
+LOG.setLevel(logging.INFO)
 # Measured: FSDP and DDP step losses differ by at most 4e-8 relative over 12 fp32 steps (the gradients'
 # reduction order); the tolerance is test_distributed's, which separates order from data.
 STEP_TOLERANCE = 1e-5
@@ -67,29 +69,8 @@ def start_job(workspace: Path, name: str, *extra: str):
     blocks, tokens = prepare(config)
     out_dir = workspace / name / "model"
     out_dir.mkdir(parents=True)
-    job = training_job("clm", blocks, tokens, config, out_dir)
-    job = job.model_copy(update={"checkpoint_dir": str(workspace / name / "checkpoints")})
+    job = training_job("clm", blocks, tokens, config, workspace / name / "checkpoints")
     return job, workspace / name / "job.json", out_dir
-
-
-def train(job, job_file: Path, out_dir: Path) -> int:
-    """Run the job through the task's launcher; how many step events it relayed."""
-    steps = []
-
-    class Steps(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            if " step " in record.getMessage() and " loss " in record.getMessage():
-                steps.append(record)
-
-    log = logging.getLogger("tests.fsdp")
-    log.setLevel(logging.INFO)
-    handler = Steps()
-    log.addHandler(handler)
-    try:
-        run_training_process("lmpipe.training.worker", job_file_content(job, out_dir), job_file, log, "train-test")
-    finally:
-        log.removeHandler(handler)
-    return len(steps)
 
 
 def losses(out_dir: Path) -> list[float]:
@@ -98,9 +79,9 @@ def losses(out_dir: Path) -> list[float]:
 
 def test_fsdp_on_cpu_ranks_trains_like_ddp_checkpoints_resumes_and_saves_whole_weights(workspace):
     ddp_job, ddp_file, ddp_out = start_job(workspace, "ddp")
-    train(ddp_job, ddp_file, ddp_out)
+    train(ddp_job, ddp_file, ddp_out, LOG)
     job, job_file, out_dir = start_job(workspace, "fsdp", "train.fsdp=full_shard auto_wrap")
-    assert train(job, job_file, out_dir) == STEPS
+    assert len(train(job, job_file, out_dir, LOG)) == STEPS
 
     # Every checkpoint complete, and FSDP's: the Trainer writes these two files only when it runs FSDP.
     run_dir = Path(job.checkpoint_dir)
@@ -138,7 +119,7 @@ def test_fsdp_on_cpu_ranks_trains_like_ddp_checkpoints_resumes_and_saves_whole_w
     shutil.rmtree(kept[-1])
     shutil.rmtree(out_dir)
     out_dir.mkdir()
-    assert train(job, job_file, out_dir) == STEPS - 8
+    assert len(train(job, job_file, out_dir, LOG)) == STEPS - 8
     resumed, reference = load_file(out_dir / "model.safetensors"), load_file(uninterrupted / "model.safetensors")
     assert resumed.keys() == reference.keys()
     for name, tensor in reference.items():

@@ -16,20 +16,16 @@ import logging
 import os
 import re
 import signal
-import subprocess
-import sys
-import textwrap
 import threading
 import time
 from pathlib import Path
 
 import pytest
-from pipeline_probe import PROJECT_ROOT, live_processes, registered_versions, tiny_config
-from test_distributed import DIVERGING, STEP_TOLERANCE, STEPS, losses, start_job, train
+from pipeline_probe import live_processes, registered_versions, tiny_config
+from test_distributed import DIVERGING, STEP_TOLERANCE, STEPS, losses, start_job, start_task_process, train
 
 from flows.clm import clm_flow
 from lmpipe.errors import PipelineInputError, TrainingFailed
-from lmpipe.training.job import job_file_content
 
 ray = pytest.importorskip("ray", reason="the Ray tests need the project's test install (ray[train])")
 from ray.cluster_utils import Cluster  # noqa: E402
@@ -132,17 +128,7 @@ def test_a_dead_cluster_fails_the_training_in_seconds_naming_the_address(workspa
 
 def test_no_worker_outlives_a_sigkilled_task(workspace, cluster):
     job, job_file, out_dir = start_job(workspace, "orphans", "clm", 2, 4, *on_ray(cluster), "train.max_steps=100000")
-    job_file.write_text(json.dumps(job_file_content(job, out_dir)))
-    task = textwrap.dedent(
-        f"""
-        import json, logging, pathlib
-        from lmpipe.training.launcher import run_training_process
-        job_file = pathlib.Path({str(job_file)!r})
-        run_training_process("lmpipe.training.worker", json.loads(job_file.read_text()), job_file,
-                             logging.getLogger("task"), "train-test")
-        """
-    )
-    process = subprocess.Popen([sys.executable, "-c", task], env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)})
+    process = start_task_process(job, job_file, out_dir)
     try:
         deadline = time.monotonic() + 300
         while len(live_processes("ray::RayTrainWorker")) < 2:
