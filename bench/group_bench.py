@@ -61,9 +61,12 @@ def same_blocks(guide: Dataset, ours: Dataset) -> bool:
     def flat(data: Dataset, column: str) -> pa.Array:
         return data.data.column(column).combine_chunks().flatten()
 
-    # The guide's blocks also carry a labels column (a copy of the ids); ours leave labels to the collator.
-    return len(guide) == len(ours) and all(
-        pc.all(pc.equal(flat(guide, c), flat(ours, c))).as_py() for c in ("input_ids", "attention_mask")
+    # The guide's blocks also carry a labels column (a copy of the ids) and an all-ones mask; ours leave labels
+    # to the collator and store no mask where nothing is padded.
+    return (
+        len(guide) == len(ours)
+        and pc.all(pc.equal(flat(guide, "input_ids"), flat(ours, "input_ids"))).as_py()
+        and pc.all(pc.equal(flat(guide, "attention_mask"), 1)).as_py()
     )
 
 
@@ -116,7 +119,7 @@ def dataset_table(id_megabytes: float, repeats: int) -> dict[str, Any]:
 
 def ours_one_batch(batch: list[list[int]], tokens: int):
     flat = np.fromiter((t for row in batch for t in row), dtype=np.int64, count=tokens)
-    return group_into_blocks(flat, np.ones_like(flat), BLOCK_SIZE, "drop", 0)
+    return group_into_blocks(flat, BLOCK_SIZE, "drop", 0)
 
 
 def batch_scaling_table(repeats: int, sizes: tuple[int, ...]) -> list[dict[str, Any]]:

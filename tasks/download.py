@@ -1,4 +1,4 @@
-"""download: fetch the corpus (builtin, local files or the Hub) and split it into train/test."""
+"""download: read the corpus (builtin, local files or the Hub) and split it into train/test by a hash of each text."""
 
 from __future__ import annotations
 
@@ -20,7 +20,8 @@ def download_output_dir(config: PipelineConfig) -> Path:
     data = config.data
     inputs = {
         "source": data.source,
-        "identity": source_identity(data),
+        "identity": source_identity(data, config.artifacts.root),
+        "text_field": data.text_field,  # the split hashes each row's text
         "test_size": data.test_size,
         "seed": data.seed,
         "code": code_version(__name__, LIBRARIES),

@@ -35,10 +35,15 @@ def evaluate(model_dir: str, blocks_dir: str, config: PipelineConfig, objective:
     """
     # Imported here, not at the top: a cached run computes keys only, and never loads the work's libraries.
     from lmpipe.evaluation.report import write_evaluation
+    from lmpipe.store.manifest import require_intact
+
+    def build(scratch: Path, log) -> None:  # type: ignore[no-untyped-def]
+        require_intact(Path(blocks_dir), "dataset/test/")  # the blocks it scores, checked before a model sees them
+        write_evaluation(objective, Path(model_dir), Path(blocks_dir), config, scratch, log)
 
     return build_stage(
         evaluate_output_dir(model_dir, blocks_dir, config, objective),
         "evaluate",
         {"model": model_dir, "blocks": blocks_dir},
-        lambda scratch, log: write_evaluation(objective, Path(model_dir), Path(blocks_dir), config, scratch, log),
+        build,
     )

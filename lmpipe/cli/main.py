@@ -4,6 +4,7 @@ lmpipe run both --config configs/default.yaml --set train.epochs=2 --set data.bl
 lmpipe config --config configs/default.yaml --set train.learning_rate=5e-4   # print the resolved config
 lmpipe models                                                                # registered versions
 lmpipe predict eli5-mlm "Return the <mask> of the file."
+lmpipe verify tokenize --config configs/default.yaml                         # checksum every artifact byte
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import sys
 
 from lmpipe.cli.console import one_line_console_logs
 from lmpipe.cli.offline import apply_offline_defaults
-from lmpipe.cli.tables import models_table, summary_table
+from lmpipe.cli.tables import models_table, summary_table, verify_table
 from lmpipe.errors import ConfigError, TemporaryServerFailed
 
 # Flows by name, as prefect.yaml names their entry points; imported only when one runs.
@@ -56,8 +57,14 @@ def parser() -> argparse.ArgumentParser:
         sub.add_argument(
             "--tracking-uri", default=None, help="MLflow URI (default: $MLFLOW_TRACKING_URI or ./mlflow.db)"
         )
+    verify = commands.add_parser(
+        "verify", help="check every byte of the artifacts under artifacts.root against their manifests"
+    )
+    verify.add_argument(
+        "stage", nargs="?", default=None, help="only this stage's artifacts, e.g. tokenize (default: all)"
+    )
     show.add_argument("--reference", action="store_true", help="print the markdown config reference instead")
-    for sub in (run, show):
+    for sub in (run, show, verify):
         sub.add_argument("--config", "-c", default=None, help="YAML config file (default: built-in defaults)")
         sub.add_argument(
             "--set",
@@ -94,6 +101,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "config":
         print(json.dumps(config.model_dump(mode="json"), indent=2))
         return 0
+    if args.command == "verify":
+        return verify_artifacts(config.artifacts.root, args.stage)
     return run_flow(args.flow, config, verbose=args.verbose)
 
 
@@ -172,6 +181,29 @@ def registry_command(args: argparse.Namespace) -> int:
     for row in review.predict(model, args.text, uri, args.top_k, args.max_new_tokens):
         print("  ".join(f"{key}: {value}" for key, value in row.items()))
     return 0
+
+
+def verify_artifacts(root: str, stage: str | None) -> int:
+    """Exit 0 when every artifact checks, 1 when any is corrupt (each withdrawn), 2 for a root or stage not there."""
+    from pathlib import Path
+
+    from lmpipe.store.audit import check_root
+
+    where = Path(root).expanduser().resolve()
+    if not (where / stage if stage else where).is_dir():
+        print(
+            f"lmpipe: artifacts.root: no {'stage ' + repr(stage) + ' under ' if stage else ''}{where}", file=sys.stderr
+        )
+        return 2
+    checks = check_root(where, stage)
+    print(verify_table(checks))
+    bad = [c for c in checks if c.problem]
+    total = sum(c.bytes for c in checks)
+    print(
+        f"\n{len(checks)} artifacts, {total / 1e9:.2f} GB read: {len(bad)} corrupt"
+        + (" (withdrawn; the next run rebuilds them)" if bad else "")
+    )
+    return 1 if bad else 0
 
 
 def create_pools(files: list[str]) -> int:

@@ -55,3 +55,12 @@ def models_table(rows: list[dict[str, Any]]) -> str:
 
 def _number(value: float) -> str:
     return f"{value:,.2f}" if math.isfinite(value) else str(value)
+
+
+def verify_table(checks: Sequence[Any]) -> str:
+    """`lmpipe verify`: one row per artifact (lmpipe.store.audit.ArtifactCheck)."""
+    rows = [
+        (c.stage, c.key, str(c.files), f"{c.bytes / 1e6:,.1f}", "ok" if c.problem is None else f"CORRUPT: {c.problem}")
+        for c in checks
+    ]
+    return text_table(("stage", "artifact", "files", "MB", "result"), rows)

@@ -7,8 +7,9 @@ for token. The concatenation is one NumPy pass over Arrow buffers instead of the
 streamed from disk to disk (lmpipe.store.arrow_stream), so memory stays at one batch: ~150x the guide's
 speed on 52 MB of ids (bench/group_bench.py), a 1 GB corpus in bench/memory_bench.py.
 
-Blocks hold ids and the attention mask only, no labels: both objectives read one blocks artifact,
-and each one's collator derives its labels (lmpipe.models.batches).
+Blocks hold ids only (an attention mask too for data.remainder=pad), no labels: both objectives read
+one blocks artifact, and each one's collator derives its labels (lmpipe.models.batches). Ids keep the
+tokenized artifact's compact type (uint16 whenever the vocabulary fits: lmpipe.data.columns).
 """
 
 from __future__ import annotations
@@ -24,9 +25,10 @@ import pyarrow as pa
 from datasets import load_from_disk
 from transformers import AutoTokenizer
 
-from lmpipe.data.columns import BLOCK_FEATURES, row_token_counts
+from lmpipe.data.columns import block_features, row_token_counts, stored_id_type
 from lmpipe.errors import PipelineInputError
 from lmpipe.store.arrow_stream import logged_progress, map_dataset_dict
+from lmpipe.store.manifest import DigestCheck
 
 _log = logging.getLogger(__name__)
 
@@ -35,31 +37,34 @@ Remainder = Literal["drop", "pad"]
 
 
 def group_into_blocks(
-    input_ids: np.ndarray, attention_mask: np.ndarray, block_size: int, remainder: Remainder, pad_id: int
+    input_ids: np.ndarray, block_size: int, remainder: Remainder, pad_id: int
 ) -> tuple[np.ndarray, np.ndarray, int]:
     """Cut one flat token stream into (blocks, block_size) arrays; returns (ids, mask, dropped_tokens).
 
-    input_ids, attention_mask: (tokens,) -> (blocks, block_size) each.
+    input_ids: (tokens,) -> ids and mask (blocks, block_size); the mask is 0 on padding only.
     """
     tokens = len(input_ids)
     full = tokens // block_size * block_size
+    mask = np.ones(full, dtype=np.int8)
     if remainder == "drop" or full == tokens:
-        ids, mask = input_ids[:full], attention_mask[:full]
+        ids = input_ids[:full]
         dropped = tokens - full
     else:
         padding = full + block_size - tokens
         ids = np.concatenate([input_ids, np.full(padding, pad_id, dtype=input_ids.dtype)])
-        mask = np.concatenate([attention_mask, np.zeros(padding, dtype=attention_mask.dtype)])
+        mask = np.concatenate([np.ones(tokens, dtype=np.int8), np.zeros(padding, dtype=np.int8)])
         dropped = 0
     return ids.reshape(-1, block_size), mask.reshape(-1, block_size), dropped
 
 
 def blocks_table(batch: pa.Table, block_size: int, remainder: Remainder, pad_id: int) -> pa.Table:
-    """One batch of tokenized rows -> its blocks, as Arrow list columns built from NumPy (no Python lists)."""
-    # list<int> columns -> their flat value buffers: no Python-level concatenation at all.
-    ids = batch.column("input_ids").combine_chunks().flatten().to_numpy().astype(np.int32, copy=False)
-    mask = batch.column("attention_mask").combine_chunks().flatten().to_numpy().astype(np.int8, copy=False)
-    block_ids, block_mask, _ = group_into_blocks(ids, mask, block_size, remainder, pad_id)
+    """One batch of tokenized rows -> its blocks, as Arrow list columns built from NumPy (no Python lists).
+    The attention mask is kept for remainder=pad only: without padding it would be all ones."""
+    # list<int> columns -> their flat value buffer: no Python-level concatenation at all; the id type is kept.
+    ids = batch.column("input_ids").combine_chunks().flatten().to_numpy()
+    block_ids, block_mask, _ = group_into_blocks(ids, block_size, remainder, pad_id)
+    if remainder == "drop":
+        return pa.table({"input_ids": _list_column(block_ids)})
     return pa.table({"input_ids": _list_column(block_ids), "attention_mask": _list_column(block_mask)})
 
 
@@ -99,17 +104,20 @@ def group_saved(
     remainder: Remainder,
     pad_id: int,
     log: logging.Logger | logging.LoggerAdapter = _log,
+    check: DigestCheck | None = None,
 ) -> dict[str, int]:
     """Stream every split of a saved tokenized dataset into blocks saved in out_dir; returns blocks per split.
-    Memory stays at one batch, whatever the corpus size."""
+    Memory stays at one batch, whatever the corpus size; `check` verifies the tokenized artifact on the way."""
+    features = block_features(stored_id_type(tokenized_dir / "train"), padded=remainder == "pad")
     return map_dataset_dict(
         tokenized_dir,
         out_dir,
         partial(blocks_table, block_size=block_size, remainder=remainder, pad_id=pad_id),
-        BLOCK_FEATURES.arrow_schema,
+        features.arrow_schema,
         GROUP_BATCH_ROWS,
-        columns=["input_ids", "attention_mask"],
+        columns=["input_ids"],
         report=logged_progress(log, "group"),
+        check=check,
     )
 
 
@@ -130,7 +138,8 @@ def group_dataset(
                 "one block; lower data.block_size, set data.remainder=pad, or add data"
             )
     pad_id = _pad_id(tokenize_dir) if remainder == "pad" else 0  # only padding needs the tokenizer
-    written = group_saved(tokenize_dir / "dataset", out_dir / "dataset", block_size, remainder, pad_id, log)
+    check = DigestCheck.of(tokenize_dir)
+    written = group_saved(tokenize_dir / "dataset", out_dir / "dataset", block_size, remainder, pad_id, log, check)
     report = {
         split: {"blocks": plan[split]["blocks"], "dropped_tokens": plan[split]["dropped_tokens"]} for split in plan
     }

@@ -1,73 +1,80 @@
-"""The flatten stage's work: nested columns become dotted columns; the text field is joined into one string
-per row, in column TEXT_COLUMN, which tokenize reads."""
+"""The flatten stage's work: nested columns become dotted columns and the text field is joined into one string
+per row, in column TEXT_COLUMN, the one column tokenize reads and the only one stored. Rows without text are
+dropped.
+
+Streamed from the download artifact to this one, batch by batch (lmpipe.store.arrow_stream): no
+`Dataset.map`, so no cache file in $TMPDIR or beside the input, and memory bounded by one batch. The
+download artifact's checksums are verified on the way.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
 from pathlib import Path
-from typing import Any
 
-from datasets import DatasetDict, disable_caching, load_from_disk
+import pyarrow as pa
+import pyarrow.compute as pc
 
-from lmpipe.data.columns import TEXT_COLUMN
+from lmpipe.data.columns import TEXT_COLUMN, TEXT_FEATURES
+from lmpipe.data.text_field import join_text, texts_of
 from lmpipe.errors import PipelineInputError
+from lmpipe.store.arrow_stream import logged_progress, map_dataset_dict, split_files, split_rows
+from lmpipe.store.manifest import DigestCheck
+
+__all__ = ["flatten_dataset", "join_text", "text_table"]
 
 _log = logging.getLogger(__name__)
 
-
-def join_text(value: Any, field: str) -> str:
-    """A string stays as is; a list of strings is joined with spaces (the guide's ' '.join)."""
-    if value is None:
-        return ""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, list) and all(isinstance(item, str) or item is None for item in value):
-        return " ".join(item for item in value if item)
-    raise PipelineInputError(
-        f"data.text_field={field!r} holds {type(value).__name__} values; it must be a string or a list of strings"
-    )
+BATCH_ROWS = 1000
 
 
-def _join_batch(batch: dict[str, list[Any]], field: str) -> dict[str, list[str]]:
-    return {TEXT_COLUMN: [join_text(value, field) for value in batch[field]]}
-
-
-def flatten_and_join(splits: DatasetDict, text_field: str) -> DatasetDict:
-    """Dataset.flatten (nested -> dotted columns), then put the joined text field in column 'text'."""
-    disable_caching()  # map() would write cache files into the upstream artifact; ours is the cache
-    flat = splits.flatten()
-    columns = flat["train"].column_names
-    if text_field not in columns:
-        raise PipelineInputError(
-            f"data.text_field={text_field!r} is not a column after flatten; columns are: {', '.join(columns)}"
-        )
-    joined = flat.map(
-        _join_batch,
-        batched=True,
-        fn_kwargs={"field": text_field},
-        desc=f"join {text_field}",
-        # 'text' may already exist (plain-text files); the joined version replaces it.
-        remove_columns=[TEXT_COLUMN] if TEXT_COLUMN in columns else None,
-    )
-    return joined.filter(_has_text, batched=True, desc="drop empty texts")
-
-
-def _has_text(batch: dict[str, list[Any]]) -> list[bool]:
-    return [bool(text.strip()) for text in batch[TEXT_COLUMN]]
+def text_table(batch: pa.Table, text_field: str) -> pa.Table:
+    """One batch of raw rows -> its non-empty texts, one string per row."""
+    texts = pa.array(texts_of(batch, text_field), type=pa.string())
+    non_empty = pc.invert(pc.equal(pc.utf8_trim_whitespace(texts), ""))
+    return pa.table({TEXT_COLUMN: texts.filter(non_empty)})
 
 
 def flatten_dataset(
     download_dir: Path, text_field: str, out_dir: Path, log: logging.Logger | logging.LoggerAdapter = _log
-) -> DatasetDict:
-    splits = load_from_disk(str(download_dir / "dataset"))
-    flat = flatten_and_join(splits, text_field)
-    for split in ("train", "test"):
-        if len(flat[split]) == 0:
+) -> dict[str, dict[str, int]]:
+    """The stage: every split of the download artifact streamed into out_dir/dataset; returns the report
+    (rows kept, empty rows dropped and bytes of text per split)."""
+    source = download_dir / "dataset"
+
+    def texts(batch: pa.Table) -> pa.Table:
+        return text_table(batch, text_field)
+
+    written = map_dataset_dict(
+        source,
+        out_dir / "dataset",
+        texts,
+        TEXT_FEATURES.arrow_schema,
+        BATCH_ROWS,
+        report=logged_progress(log, "flatten"),
+        check=DigestCheck.of(download_dir),
+    )
+    report = {}
+    for split, rows in written.items():
+        if rows == 0:
             raise PipelineInputError(f"data.text_field={text_field!r}: every row of the {split} split has empty text")
-    flat.save_to_disk(str(out_dir / "dataset"))
-    dropped = {s: len(splits[s]) - len(flat[s]) for s in ("train", "test")}
-    report = {s: {"rows": len(flat[s]), "dropped_empty_rows": dropped[s]} for s in ("train", "test")}
+        report[split] = {
+            "rows": rows,
+            "dropped_empty_rows": split_rows(source / split) - rows,
+            "text_bytes": text_bytes(out_dir / "dataset" / split),
+        }
     (out_dir / "flatten_report.json").write_text(json.dumps(report, indent=2))
-    log.info(f"flatten: columns {flat['train'].column_names}; dropped empty rows {dropped}")
-    return flat
+    dropped = {split: report[split]["dropped_empty_rows"] for split in report}
+    log.info(f"flatten: text from {text_field!r}; dropped empty rows {dropped}")
+    return report
+
+
+def text_bytes(split_dir: Path) -> int:
+    """UTF-8 bytes of a saved text split, from its string offsets alone (memory-mapped: no text is read)."""
+    total = 0
+    for path in split_files(split_dir):
+        with pa.memory_map(str(path)) as source:
+            for batch in pa.ipc.open_stream(source):
+                total += pc.sum(pc.binary_length(batch.column(TEXT_COLUMN))).as_py() or 0
+    return total

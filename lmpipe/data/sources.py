@@ -12,7 +12,7 @@ from typing import Any
 from lmpipe.config.schema import DataConfig
 from lmpipe.data import builtin_corpus
 from lmpipe.errors import PipelineInputError
-from lmpipe.store.keys import file_digest
+from lmpipe.store.digest_memo import remembered_digest
 
 
 def local_files(data: DataConfig) -> list[Path]:
@@ -34,11 +34,12 @@ def describe_source(data: DataConfig) -> str:
     return f"{data.source} dataset {data.path!r} split {data.split!r}"
 
 
-def source_identity(data: DataConfig) -> dict[str, Any]:
-    """What determines the raw corpus: file contents for local data, the stdlib for builtin."""
+def source_identity(data: DataConfig, root: str | Path) -> dict[str, Any]:
+    """What determines the raw corpus: file contents for local data (hashed once per version of each file,
+    remembered under the artifact `root`), the stdlib for builtin."""
     if data.source == "local":
         return {
-            "files": {str(f.resolve()): file_digest(f) for f in local_files(data)},
+            "files": {str(f.resolve()): remembered_digest(f, root) for f in local_files(data)},
             "format": data.format,
             "split": data.split,
         }

@@ -43,9 +43,14 @@ def tokenizer_source(config: PipelineConfig, objective: Objective) -> str | None
 
 def tokenizer_identity(config: PipelineConfig, objective: Objective) -> dict[str, Any]:
     source, revision, _ = tokenizer_origin(config, objective)
-    if source is None:
+    if source is None:  # the sample's budget shapes a trained BPE only: a pretrained one ignores it
+        settings = config.tokenizer
         return {
-            "trained_bpe": {"vocab_size": config.tokenizer.vocab_size, "min_frequency": config.tokenizer.min_frequency}
+            "trained_bpe": {
+                "vocab_size": settings.vocab_size,
+                "min_frequency": settings.min_frequency,
+                "train_sample": settings.train_sample.model_dump(),
+            }
         }
     if is_local_reference(source):
         root = Path(source).expanduser()

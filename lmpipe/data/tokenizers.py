@@ -1,5 +1,6 @@
 """Building the tokenizer a model reads (lmpipe.data.tokenizer_choice says which): pretrained (a name or a
-local directory), or a byte-level BPE trained here on the train split.
+local directory), or a byte-level BPE trained here on the train split (on a sample of it within
+tokenizer.train_sample: lmpipe.data.tokenizer_sample).
 
 The trained BPE carries every special token both objectives need (bos/eos for CLM, mask and pad
 for MLM) and wraps each text as `<s> text </s>`, so documents stay separated once group
@@ -8,7 +9,12 @@ concatenates them, and the causal model learns where a document ends.
 
 from __future__ import annotations
 
+import json
+import logging
+import time
 from collections.abc import Iterable
+from dataclasses import asdict
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tokenizers import AddedToken, ByteLevelBPETokenizer
@@ -18,10 +24,13 @@ from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedToken
 from lmpipe.config.schema import PipelineConfig
 from lmpipe.data.hub import is_local_reference, require_hub
 from lmpipe.data.tokenizer_choice import tokenizer_origin
+from lmpipe.data.tokenizer_sample import SampleTally, SplitSize, describe_sample, sampled_texts, split_size
 from lmpipe.errors import PipelineInputError
 
 if TYPE_CHECKING:  # a type only: which objective is in the key, not the table's code
     from lmpipe.objectives import Objective
+
+_log = logging.getLogger(__name__)
 
 SPECIAL_TOKENS = {
     "bos_token": "<s>",
@@ -73,10 +82,27 @@ def load_pretrained_tokenizer(name_or_path: str, field: str, revision: str | Non
 
 
 def build_tokenizer(
-    config: PipelineConfig, objective: Objective, train_texts: Iterable[list[str]]
+    config: PipelineConfig,
+    objective: Objective,
+    train_texts: Iterable[list[str]],
+    flatten_report: Path | None = None,
+    record_dir: Path | None = None,
+    log: logging.Logger | logging.LoggerAdapter = _log,
 ) -> PreTrainedTokenizerBase:
-    """The configured pretrained tokenizer, or a BPE trained on train_texts (batches of strings)."""
+    """The configured pretrained tokenizer, or a BPE trained on a sample of train_texts (batches of strings)
+    within tokenizer.train_sample, sized from flatten_report; the sample and its training time are logged,
+    and written to record_dir/tokenizer_sample.json when given."""
     source, revision, field = tokenizer_origin(config, objective)
-    if source is None:
-        return train_bpe_tokenizer(train_texts, config.tokenizer.vocab_size, config.tokenizer.min_frequency)
-    return load_pretrained_tokenizer(source, field, revision)
+    if source is not None:
+        return load_pretrained_tokenizer(source, field, revision)
+    size = split_size(flatten_report, "train") if flatten_report is not None else SplitSize()
+    tally = SampleTally()
+    started = time.perf_counter()  # the sample is read as the BPE trains: the time covers both
+    sample = sampled_texts(train_texts, size, config.tokenizer.train_sample, config.data.seed, tally)
+    tokenizer = train_bpe_tokenizer(sample, config.tokenizer.vocab_size, config.tokenizer.min_frequency)
+    tally.seconds = time.perf_counter() - started
+    log.info(f"tokenize: BPE trained on {describe_sample(tally, size)}")
+    if record_dir is not None:
+        record = {**asdict(tally), "seconds": round(tally.seconds, 2)}
+        (record_dir / "tokenizer_sample.json").write_text(json.dumps(record, indent=2))
+    return tokenizer

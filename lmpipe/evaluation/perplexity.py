@@ -22,7 +22,7 @@ from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 from lmpipe.compute.devices import plan_device, use_planned_threads
 from lmpipe.config.schema import PipelineConfig
 from lmpipe.errors import PipelineInputError
-from lmpipe.evaluation.eval_set import eval_set_fingerprint
+from lmpipe.evaluation.eval_set import count_test_blocks, eval_set_fingerprint, evenly_spaced
 from lmpipe.models.base import auto_class, build_base_model
 from lmpipe.models.batches import Collator, evaluation_batches
 from lmpipe.models.loss import summed_token_loss
@@ -50,7 +50,7 @@ def token_weighted_loss(
 ) -> tuple[float, int]:
     """(mean loss per scored token, number of scored tokens)."""
     model.to(device).eval()
-    features = blocks.select_columns(["input_ids", "attention_mask"])
+    features = blocks.select_columns([c for c in ("input_ids", "attention_mask") if c in blocks.column_names])
     loader = DataLoader(features, batch_size=batch_size, collate_fn=collator, shuffle=False)
     loss_sum, tokens = 0.0, 0
     for batch in loader:
@@ -67,10 +67,13 @@ def token_weighted_loss(
 
 
 def test_blocks(blocks_dir: Path, config: PipelineConfig) -> Dataset:
-    """The evaluation set: the test split of the grouped blocks, capped at eval.max_blocks."""
+    """The evaluation set: the test split of the grouped blocks, or eval.max_blocks of them evenly spaced over it."""
     test = load_from_disk(str(blocks_dir / "dataset"))["test"]
-    if config.eval.max_blocks is not None:
-        test = test.select(range(min(config.eval.max_blocks, len(test))))
+    indices = evenly_spaced(len(test), config.eval.max_blocks)
+    if len(indices) < len(test):
+        # An indices mapping over the memory-mapped blocks, held in memory: no data is copied, and
+        # nothing is written into the (shared, manifested) blocks artifact.
+        test = test.select(indices, keep_in_memory=True)
     return test
 
 
@@ -120,6 +123,7 @@ def evaluate_models(
         "base_perplexity": perplexity_from_loss(base_loss),
         "eval_tokens": tokens,
         "eval_blocks": len(test),
+        "eval_blocks_total": count_test_blocks(blocks_dir),  # eval_blocks < this: eval.max_blocks bounded it
         "eval_set": eval_set_fingerprint(blocks_dir, config, objective),
     }
     if not math.isfinite(metrics["perplexity"]):

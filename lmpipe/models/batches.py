@@ -31,7 +31,10 @@ class NextTokenCollator:
 
     def __call__(self, examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         input_ids = torch.tensor([example["input_ids"] for example in examples], dtype=torch.long)  # (batch, block)
-        attention_mask = torch.tensor([example["attention_mask"] for example in examples], dtype=torch.long)
+        if examples and "attention_mask" in examples[0]:  # only blocks with padding (data.remainder=pad) store one
+            attention_mask = torch.tensor([example["attention_mask"] for example in examples], dtype=torch.long)
+        else:
+            attention_mask = torch.ones_like(input_ids)
         labels = input_ids.masked_fill(attention_mask == 0, IGNORE_INDEX)  # (batch, block); the model shifts them
         return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
 

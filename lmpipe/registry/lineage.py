@@ -64,9 +64,11 @@ def block_counts(blocks_dir: Path) -> dict[str, int]:
     """Blocks and real (unpadded) tokens per split, read from the Arrow columns, never as Python lists."""
     counts: dict[str, int] = {}
     for split, dataset in load_from_disk(str(blocks_dir / "dataset")).items():
-        mask = dataset.data.column("attention_mask")
         counts[f"{split}_blocks"] = len(dataset)
-        counts[f"{split}_tokens"] = int(pc.sum(pc.list_flatten(mask)).as_py() or 0)
+        if "attention_mask" in dataset.column_names:  # padded blocks: the mask says which tokens are real
+            counts[f"{split}_tokens"] = int(pc.sum(pc.list_flatten(dataset.data.column("attention_mask"))).as_py() or 0)
+        else:  # packed blocks are all real tokens; the offsets say how many, no id is read
+            counts[f"{split}_tokens"] = int(pc.sum(pc.list_value_length(dataset.data.column("input_ids"))).as_py() or 0)
     return counts
 
 

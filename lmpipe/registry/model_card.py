@@ -82,9 +82,15 @@ def _perplexity_table(facts: CardFacts) -> str:
             note = f" (re-evaluated on this set; {champion.own_set_perplexity:.2f} on its own)"
         rows.append((f"champion v{champion.version}{note}", champion.perplexity))
     table = "\n".join(f"| {label} | {value:,.2f} |" for label, value in rows)
+    blocks = f"{metrics['eval_blocks']:,} test blocks"
+    if metrics["eval_blocks"] < metrics["eval_blocks_total"]:  # eval.max_blocks bounded it, to eval_blocks
+        blocks = (
+            f"{metrics['eval_blocks']:,} of {metrics['eval_blocks_total']:,} test blocks "
+            f"(eval.max_blocks={metrics['eval_blocks']}, evenly spaced)"
+        )
     return (
         "## Perplexity\n\nLower is better. All on one evaluation set: "
-        f"`{metrics['eval_set']}`, {metrics['eval_blocks']:,} test blocks, "
+        f"`{metrics['eval_set']}`, {blocks}, "
         f"{metrics['eval_tokens']:,} predicted tokens.\n\n"
         f"| model | perplexity |\n|---|---|\n{table}"
     )

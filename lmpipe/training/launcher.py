@@ -28,6 +28,7 @@ from lmpipe.errors import PipelineInputError, TrainingFailed
 from lmpipe.models.base import require_objective_tokens
 from lmpipe.objectives import Objective, spec_of
 from lmpipe.store.locks import exclusive
+from lmpipe.store.manifest import require_intact
 from lmpipe.store.publish import ensure_built
 
 # The training process's module, imported rather than named as a string: that import is what puts the
@@ -78,6 +79,9 @@ def train_once(
     job = training_job(objective, blocks_dir, tokenize_dir, config, checkpoint_dir)
 
     def build(scratch: Path) -> None:
+        # Every block is read, many times, from a memory map: its bytes are checked once, here, first.
+        require_intact(Path(blocks_dir), "dataset/")
+        require_intact(Path(tokenize_dir), "tokenizer/")
         job_file = scratch / "job.json"
         run_training_process(worker.__name__, job_file_content(job, scratch), job_file, log, label, on_progress)
         job_file.unlink()  # it names the scratch directory; the artifact's manifest records the inputs

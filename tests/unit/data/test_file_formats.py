@@ -9,16 +9,23 @@ import json
 import lzma
 from pathlib import Path
 
+import pyarrow as pa
 import pytest
+from datasets import Dataset
 
 from lmpipe.config.schema import DataConfig
-from lmpipe.data.download import load_source
+from lmpipe.data.download import source_batches
 from lmpipe.data.file_formats import builder_for, format_suffix
 from lmpipe.data.sources import local_files
 from lmpipe.errors import PipelineInputError, is_input_error
 
 ROWS = [{"text": f"answer number {i} is here"} for i in range(300)]
 OPENERS = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
+
+
+def load_source(data, cache) -> Dataset:
+    """The whole source as one Dataset, read through the download stage's batches."""
+    return Dataset(pa.concat_tables(list(source_batches(data, cache))))
 
 
 def local(path: Path | str, **fields) -> DataConfig:

@@ -1,14 +1,19 @@
-"""lmpipe.data.flatten (the flatten stage): nested columns become dotted columns, and the text field becomes
-one string."""
+"""lmpipe.data.flatten (the flatten stage): nested columns become dotted columns, the text field becomes one
+string, and that string is all it stores, streamed without a cache file anywhere."""
 
 from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
 
 import pytest
 from datasets import Dataset, DatasetDict, load_from_disk
 
 from lmpipe.data.columns import TEXT_COLUMN
-from lmpipe.data.flatten import flatten_and_join, flatten_dataset, join_text
+from lmpipe.data.flatten import flatten_dataset, join_text, text_table
 from lmpipe.errors import PipelineInputError
+from lmpipe.store.publish import building
 
 
 def eli5_rows(answer_lists: list[list[str]]) -> list[dict]:
@@ -55,50 +60,39 @@ def test_join_text_rejects_non_string_values_naming_the_field(value):
     assert type(value).__name__ in str(caught.value)
 
 
-# ---------------------------------------------------------------------------- flatten_and_join
+# ---------------------------------------------------------------------------- text_table
 
 
-def test_nested_columns_become_dotted_and_text_is_joined(nested_splits):
-    flat = flatten_and_join(nested_splits, "answers.text")
-    assert set(flat) == {"train", "test"}
-    assert set(flat["train"].column_names) == {
-        "q_id",
-        "title",
-        "answers.a_id",
-        "answers.text",
-        "answers.score",
-        TEXT_COLUMN,
-    }
-    assert list(flat["train"][TEXT_COLUMN]) == ["First answer. Second answer.", "Only one."]
-    assert list(flat["test"][TEXT_COLUMN]) == ["A test answer. And another."]
-    assert list(flat["train"]["answers.text"]) == [["First answer.", "Second answer."], ["Only one."]]
+def texts(splits: DatasetDict, field: str, split: str = "train") -> list[str]:
+    return text_table(splits[split].data.table, field).column(TEXT_COLUMN).to_pylist()
 
 
-def test_rows_with_empty_text_are_dropped(nested_splits):
-    flat = flatten_and_join(nested_splits, "answers.text")
-    assert list(flat["train"]["q_id"]) == ["q0", "q1"]  # q2 had no answers
+def test_nested_text_is_joined_into_one_string_per_row(nested_splits):
+    assert texts(nested_splits, "answers.text") == ["First answer. Second answer.", "Only one."]  # q2 had none
+    assert texts(nested_splits, "answers.text", "test") == ["A test answer. And another."]
+
+
+def test_only_the_text_column_is_stored(nested_splits):
+    assert text_table(nested_splits["train"].data.table, "answers.text").column_names == [TEXT_COLUMN]
 
 
 def test_a_flat_string_field_is_used_as_is(nested_splits):
-    flat = flatten_and_join(nested_splits, "title")
-    assert list(flat["train"][TEXT_COLUMN]) == ["Question 0?", "Question 1?", "Question 2?"]
+    assert texts(nested_splits, "title") == ["Question 0?", "Question 1?", "Question 2?"]
 
 
-def test_an_existing_text_column_is_replaced_by_the_joined_field():
-    splits = DatasetDict(
-        {
-            "train": Dataset.from_dict({"text": ["  ", "kept line"], "other": ["a", "b"]}),
-            "test": Dataset.from_dict({"text": ["test line"], "other": ["c"]}),
-        }
-    )
-    flat = flatten_and_join(splits, "text")
-    assert flat["train"].column_names.count(TEXT_COLUMN) == 1
-    assert list(flat["train"][TEXT_COLUMN]) == ["kept line"]  # whitespace-only rows are dropped
+def test_an_existing_text_column_is_the_text_and_blank_rows_are_dropped():
+    splits = DatasetDict({"train": Dataset.from_dict({"text": ["  ", "kept line", None], "other": ["a", "b", "c"]})})
+    assert texts(splits, "text") == ["kept line"]
+
+
+def test_deeper_nesting_is_flattened_to_dotted_names():
+    splits = DatasetDict({"train": Dataset.from_list([{"a": {"b": {"c": ["deep", "text"]}}}])})
+    assert texts(splits, "a.b.c") == ["deep text"]
 
 
 def test_missing_text_field_names_the_setting_and_lists_columns(nested_splits):
     with pytest.raises(PipelineInputError) as caught:
-        flatten_and_join(nested_splits, "answers.body")
+        texts(nested_splits, "answers.body")
     message = str(caught.value)
     assert "data.text_field='answers.body'" in message
     for column in ("q_id", "title", "answers.a_id", "answers.text", "answers.score"):
@@ -107,17 +101,40 @@ def test_missing_text_field_names_the_setting_and_lists_columns(nested_splits):
 
 def test_non_string_text_field_is_an_input_error(nested_splits):
     with pytest.raises(PipelineInputError, match="answers.score"):
-        flatten_and_join(nested_splits, "answers.score")
+        texts(nested_splits, "answers.score")
 
 
 # ---------------------------------------------------------------------------- flatten_dataset
 
 
-def test_flatten_dataset_saves_the_flattened_splits(nested_splits, tmp_path):
-    nested_splits.save_to_disk(str(tmp_path / "download" / "dataset"))
-    flatten_dataset(tmp_path / "download", "answers.text", tmp_path / "out")
+def published_download(splits: DatasetDict, tmp_path: Path) -> Path:
+    with building(tmp_path / "download" / "key", "download", {}) as scratch:
+        splits.save_to_disk(str(scratch / "dataset"))
+    return tmp_path / "download" / "key"
+
+
+def test_flatten_dataset_saves_the_texts_and_reports_them(nested_splits, tmp_path):
+    report = flatten_dataset(published_download(nested_splits, tmp_path), "answers.text", tmp_path / "out")
     saved = load_from_disk(str(tmp_path / "out" / "dataset"))
+    assert saved["train"].column_names == [TEXT_COLUMN]
     assert list(saved["train"][TEXT_COLUMN]) == ["First answer. Second answer.", "Only one."]
+    assert report["train"] == {
+        "rows": 2,
+        "dropped_empty_rows": 1,
+        "text_bytes": len("First answer. Second answer.Only one."),
+    }
+    assert json.loads((tmp_path / "out" / "flatten_report.json").read_text()) == report
+
+
+def test_flatten_leaves_nothing_in_tmpdir(nested_splits, tmp_path, monkeypatch):
+    download = published_download(nested_splits, tmp_path)
+    scratch_tmp = tmp_path / "tmpdir"
+    scratch_tmp.mkdir()
+    monkeypatch.setenv("TMPDIR", str(scratch_tmp))
+    monkeypatch.setattr(tempfile, "tempdir", None)  # let tempfile see the new TMPDIR
+    flatten_dataset(download, "answers.text", tmp_path / "out")
+    assert list(scratch_tmp.iterdir()) == []
+    assert sorted(p.name for p in download.rglob("cache-*")) == [], "nothing written beside the input either"
 
 
 def test_flatten_dataset_rejects_a_split_with_no_text(tmp_path):
@@ -127,8 +144,6 @@ def test_flatten_dataset_rejects_a_split_with_no_text(tmp_path):
             "test": Dataset.from_list(eli5_rows([[], [""]])),
         }
     )
-    splits.save_to_disk(str(tmp_path / "download" / "dataset"))
     with pytest.raises(PipelineInputError) as caught:
-        flatten_dataset(tmp_path / "download", "answers.text", tmp_path / "out")
+        flatten_dataset(published_download(splits, tmp_path), "answers.text", tmp_path / "out")
     assert "test split" in str(caught.value) and "answers.text" in str(caught.value)
-    assert not (tmp_path / "out" / "dataset").exists()

@@ -15,9 +15,10 @@ from hypothesis import strategies as st
 from lmpipe.data.blocks import GROUP_BATCH_ROWS, group_dataset, group_into_blocks
 from lmpipe.errors import PipelineInputError
 from lmpipe.models.batches import IGNORE_INDEX, NextTokenCollator
+from lmpipe.store.publish import building
 
 PAD_ID = 1
-TOKENIZED_FEATURES = Features({"input_ids": List(Value("int32")), "attention_mask": List(Value("int8"))})
+TOKENIZED_FEATURES = Features({"input_ids": List(Value("uint16"))})
 
 # ---------------------------------------------------------------------------- the guide's reference
 
@@ -38,19 +39,17 @@ def group_texts(examples):
 # ---------------------------------------------------------------------------- helpers
 
 
-def token_stream(n_tokens: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Random ids and a random 0/1 mask, dtyped like tokenizer output once it is in Arrow."""
+def token_stream(n_tokens: int, seed: int) -> np.ndarray:
+    """Random ids, dtyped like tokenizer output once it is in Arrow (a 50k vocabulary: uint16)."""
     rng = np.random.default_rng(seed)
-    return rng.integers(0, 50_000, n_tokens).astype(np.int32), rng.integers(0, 2, n_tokens).astype(np.int8)
+    return rng.integers(0, 50_000, n_tokens).astype(np.uint16)
 
 
 def random_tokenized_split(rng: np.random.Generator, rows: int, max_len: int = 60, vocab: int = 400) -> Dataset:
     """Rows of random length (empty rows included), shaped like tokenizer output."""
     lengths = rng.integers(0, max_len + 1, size=rows)
     ids = [rng.integers(0, vocab, size=n).tolist() for n in lengths]
-    return Dataset.from_dict(
-        {"input_ids": ids, "attention_mask": [[1] * n for n in lengths]}, features=TOKENIZED_FEATURES
-    )
+    return Dataset.from_dict({"input_ids": ids}, features=TOKENIZED_FEATURES)
 
 
 @pytest.fixture(scope="module")
@@ -80,23 +79,22 @@ def batch_token_counts(split: Dataset) -> list[int]:
 
 
 @st.composite
-def streams(draw) -> tuple[np.ndarray, np.ndarray, int]:
-    """(ids, mask, block_size) with anywhere from 0 to ~10 blocks' worth of tokens; n and size shrink."""
+def streams(draw) -> tuple[np.ndarray, int]:
+    """(ids, block_size) with anywhere from 0 to ~10 blocks' worth of tokens; n and size shrink."""
     size = draw(st.integers(2, 64))
     n_tokens = draw(st.integers(0, 10 * size + size - 1))
-    ids, mask = token_stream(n_tokens, seed=draw(st.integers(0, 2**32 - 1)))
-    return ids, mask, size
+    return token_stream(n_tokens, seed=draw(st.integers(0, 2**32 - 1))), size
 
 
 @settings(max_examples=100, deadline=None, database=None)
 @given(stream=streams(), pad_id=st.integers(0, 50_000))
 def test_drop_keeps_every_whole_block_in_order(stream, pad_id):
-    ids, mask, size = stream
-    block_ids, block_mask, dropped = group_into_blocks(ids, mask, size, "drop", pad_id)
+    ids, size = stream
+    block_ids, block_mask, dropped = group_into_blocks(ids, size, "drop", pad_id)
     n_blocks = len(ids) // size
     assert block_ids.shape == block_mask.shape == (n_blocks, size)
     assert block_ids.ravel().tolist() == ids[: n_blocks * size].tolist()
-    assert block_mask.ravel().tolist() == mask[: n_blocks * size].tolist()
+    assert (block_mask == 1).all()  # packed: nothing to mask
     assert dropped == len(ids) % size
     assert n_blocks * size + dropped == len(ids)  # every token is either kept or counted as dropped
 
@@ -104,14 +102,15 @@ def test_drop_keeps_every_whole_block_in_order(stream, pad_id):
 @settings(max_examples=100, deadline=None, database=None)
 @given(stream=streams(), pad_id=st.integers(0, 50_000))
 def test_pad_keeps_every_token_in_order_then_only_masked_padding(stream, pad_id):
-    ids, mask, size = stream
-    block_ids, block_mask, dropped = group_into_blocks(ids, mask, size, "pad", pad_id)
+    ids, size = stream
+    pad_id = min(pad_id, 2**16 - 1)  # the ids' own type holds the pad id
+    block_ids, block_mask, dropped = group_into_blocks(ids, size, "pad", pad_id)
     n = len(ids)
     assert dropped == 0
     assert block_ids.shape == block_mask.shape == (-(-n // size), size)  # ceil(n / size) blocks
     flat_ids, flat_mask = block_ids.ravel(), block_mask.ravel()
     assert flat_ids[:n].tolist() == ids.tolist()
-    assert flat_mask[:n].tolist() == mask.tolist()
+    assert flat_mask[:n].tolist() == [1] * n
     padding = len(flat_ids) - n
     assert 0 <= padding < size
     assert flat_ids[n:].tolist() == [pad_id] * padding
@@ -121,8 +120,8 @@ def test_pad_keeps_every_token_in_order_then_only_masked_padding(stream, pad_id)
 @settings(max_examples=50, deadline=None, database=None)
 @given(stream=streams())
 def test_causal_labels_are_the_ids_except_ignored_where_unattended(stream):
-    ids, mask, size = stream
-    block_ids, block_mask, _ = group_into_blocks(ids, mask, size, "pad", PAD_ID)
+    ids, size = stream
+    block_ids, block_mask, _ = group_into_blocks(ids, size, "pad", PAD_ID)
     examples = [
         {"input_ids": i.tolist(), "attention_mask": m.tolist()} for i, m in zip(block_ids, block_mask, strict=True)
     ]
@@ -132,12 +131,12 @@ def test_causal_labels_are_the_ids_except_ignored_where_unattended(stream):
     assert (labels[block_mask == 0] == IGNORE_INDEX).all()
 
 
-def test_grouping_keeps_the_token_dtype():
-    ids = np.arange(10, dtype=np.int32)
-    mask = np.ones(10, dtype=np.int8)
+@pytest.mark.parametrize("dtype", [np.uint16, np.int32])
+def test_grouping_keeps_the_token_dtype(dtype):
+    ids = np.arange(10, dtype=dtype)
     for remainder in ("drop", "pad"):
-        block_ids, block_mask, _ = group_into_blocks(ids, mask, 4, remainder, PAD_ID)
-        assert block_ids.dtype == np.int32 and block_mask.dtype == np.int8
+        block_ids, block_mask, _ = group_into_blocks(ids, 4, remainder, PAD_ID)
+        assert block_ids.dtype == dtype and block_mask.dtype == np.int8
 
 
 # ---------------------------------------------------------------------------- group_splits vs the guide
@@ -150,10 +149,9 @@ def test_drop_grouping_equals_the_guides_group_texts(tokenized_splits, size, mon
     guide = tokenized_splits.map(group_texts, batched=True)
     for split in ("train", "test"):
         assert len(tokenized_splits[split]) > GROUP_BATCH_ROWS  # several map batches are exercised
-        assert ours[split].column_names == ["input_ids", "attention_mask"]  # labels are the collator's
+        assert ours[split].column_names == ["input_ids"]  # no padding, so no mask; labels are the collator's
         assert len(ours[split]) == len(guide[split]) > 0
-        for column in ("input_ids", "attention_mask"):
-            assert as_lists(ours[split], column) == as_lists(guide[split], column), f"{split}.{column}"
+        assert as_lists(ours[split], "input_ids") == as_lists(guide[split], "input_ids"), f"{split}.input_ids"
         labels = NextTokenCollator()(list(ours[split]))["labels"].tolist()
         assert labels == as_lists(guide[split], "labels"), f"{split}.labels"
         assert dropped[split] == sum(count % size for count in batch_token_counts(tokenized_splits[split]))
@@ -176,10 +174,13 @@ def test_pad_grouping_ignores_exactly_the_padding_in_labels(tokenized_splits):
         assert (ids[mask == 0] == PAD_ID).all()
 
 
-def test_blocks_have_no_labels_column(tokenized_splits):
-    grouped, _ = group_splits(tokenized_splits, 64, "drop", PAD_ID)
+def test_blocks_store_no_column_nothing_reads(tokenized_splits):
+    packed, _ = group_splits(tokenized_splits, 64, "drop", PAD_ID)
+    padded, _ = group_splits(tokenized_splits, 64, "pad", PAD_ID)
     for split in ("train", "test"):
-        assert grouped[split].column_names == ["input_ids", "attention_mask"]
+        assert packed[split].column_names == ["input_ids"], "no labels, and no mask without padding"
+        assert padded[split].column_names == ["input_ids", "attention_mask"]
+        assert packed[split].features["input_ids"].feature.dtype == "uint16", "a 400-token vocabulary fits uint16"
 
 
 # ---------------------------------------------------------------------------- group_dataset
@@ -187,13 +188,14 @@ def test_blocks_have_no_labels_column(tokenized_splits):
 
 @pytest.fixture()
 def tokenize_dir(tmp_path, tiny_tokenizer, sample_texts):
-    """A tokenize artifact: a long train split and a test split of one short text."""
+    """A published tokenize artifact: a long train split and a test split of one short text."""
     directory = tmp_path / "tokenize"
-    tiny_tokenizer.save_pretrained(str(directory / "tokenizer"))
     encode = lambda texts: Dataset.from_dict(dict(tiny_tokenizer(texts)))  # noqa: E731
-    DatasetDict({"train": encode(sample_texts[:40]), "test": encode(["Hi there."])}).save_to_disk(
-        str(directory / "dataset")
-    )
+    with building(directory, "tokenize", {}) as scratch:
+        tiny_tokenizer.save_pretrained(str(scratch / "tokenizer"))
+        DatasetDict({"train": encode(sample_texts[:40]), "test": encode(["Hi there."])}).save_to_disk(
+            str(scratch / "dataset")
+        )
     return directory
 
 
@@ -226,7 +228,7 @@ def test_a_split_without_blocks_comes_back_empty_with_all_tokens_dropped():
     long_row, short_row = list(range(2, 102)), [2, 3, 4]
 
     def rows(ids: list[int]) -> Dataset:
-        return Dataset.from_dict({"input_ids": [ids], "attention_mask": [[1] * len(ids)]}, features=TOKENIZED_FEATURES)
+        return Dataset.from_dict({"input_ids": [ids]}, features=TOKENIZED_FEATURES)
 
     splits = DatasetDict({"train": rows(long_row), "test": rows(short_row)})
     grouped, dropped = group_splits(splits, 32, "drop", PAD_ID)

@@ -8,12 +8,14 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import pyarrow as pa
 import pytest
 from datasets import Dataset, DatasetDict, load_from_disk
 from transformers import AutoTokenizer
 
 from lmpipe.config.loading import load_config
-from lmpipe.data.tokenize import FastEncoder, encoder_for, tokenize_saved
+from lmpipe.data.columns import id_type_for
+from lmpipe.data.tokenize import FastEncoder, _encode_batch, encoder_for, tokenize_saved
 from lmpipe.data.tokenizer_choice import tokenizer_identity, tokenizer_origin, tokenizer_source
 from lmpipe.data.tokenizers import SPECIAL_TOKENS, build_tokenizer
 from tasks.tokenize import tokenize_output_dir
@@ -81,17 +83,19 @@ def test_tokenizer_round_trips_through_save_pretrained(tiny_tokenizer, saved_tok
 # ---------------------------------------------------------------------------- tokenize_saved
 
 
-def tokenize_splits(splits: DatasetDict, tokenizer, num_proc: int) -> DatasetDict:
+def tokenize_splits(splits: DatasetDict, tokenizer, num_proc: int, id_type: str | None = None) -> DatasetDict:
     """The stage's path: the flat splits saved, streamed through tokenize_saved, loaded back."""
     with tempfile.TemporaryDirectory() as scratch:
         splits.save_to_disk(f"{scratch}/flat")
-        tokens = tokenize_saved(Path(scratch) / "flat", tokenizer, num_proc, Path(scratch) / "tokenized")
+        tokens = tokenize_saved(
+            Path(scratch) / "flat", tokenizer, num_proc, Path(scratch) / "tokenized", id_type=id_type
+        )
         tokenized = load_from_disk(f"{scratch}/tokenized", keep_in_memory=True)
     assert tokens == {split: sum(len(ids) for ids in tokenized[split]["input_ids"]) for split in tokenized}
     return tokenized
 
 
-def test_tokenize_splits_keeps_only_ids_and_mask(tiny_tokenizer):
+def test_tokenize_splits_keeps_only_the_ids(tiny_tokenizer):
     splits = DatasetDict(
         {
             "train": Dataset.from_dict({"text": SENTENCES, "title": ["t"] * len(SENTENCES)}),
@@ -99,9 +103,8 @@ def test_tokenize_splits_keeps_only_ids_and_mask(tiny_tokenizer):
         }
     )
     tokenized = tokenize_splits(splits, tiny_tokenizer, num_proc=1)
-    assert tokenized["train"].column_names == ["input_ids", "attention_mask"]
+    assert tokenized["train"].column_names == ["input_ids"]  # unpadded text: a mask would be all ones
     assert list(tokenized["train"]["input_ids"]) == tiny_tokenizer(SENTENCES)["input_ids"]
-    assert all(set(mask) == {1} for mask in tokenized["train"]["attention_mask"])
     long_text = " ".join(SENTENCES * 200)
     long = tokenize_splits(
         DatasetDict({"train": Dataset.from_dict({"text": [long_text]}), "test": Dataset.from_dict({"text": ["x"]})}),
@@ -111,21 +114,30 @@ def test_tokenize_splits_keeps_only_ids_and_mask(tiny_tokenizer):
     assert len(long["train"][0]["input_ids"]) > 1024  # no truncation: group re-cuts every token
 
 
-@pytest.mark.parametrize("num_proc", [1, 2])
-def test_tokenized_columns_are_int32_ids_and_an_int8_mask_in_row_order(tiny_tokenizer, sample_texts, num_proc):
+@pytest.mark.parametrize("num_proc, id_type, stored", [(1, None, "uint16"), (2, None, "uint16"), (2, "int32", "int32")])
+def test_tokenized_ids_are_as_narrow_as_the_vocabulary_allows_in_row_order(
+    tiny_tokenizer, sample_texts, num_proc, id_type, stored
+):
     texts = [f"{i}: {sample_texts[i % len(sample_texts)]}" for i in range(2500)]  # 3 batches: 2 processes work
     tokenized = tokenize_splits(
         DatasetDict({"train": Dataset.from_dict({"text": texts}), "test": Dataset.from_dict({"text": ["x"]})}),
         tiny_tokenizer,
         num_proc=num_proc,
+        id_type=id_type,
     )
-    schema = tokenized["train"].data.schema
-    assert str(schema.field("input_ids").type) == "list<item: int32>"
-    assert str(schema.field("attention_mask").type) == "list<item: int8>"
-    rows = tokenized["train"].to_list()
-    assert [row["input_ids"] for row in rows] == tiny_tokenizer(texts)["input_ids"]
-    assert [len(row["attention_mask"]) for row in rows] == [len(row["input_ids"]) for row in rows]
-    assert all(set(row["attention_mask"]) == {1} for row in rows)
+    assert str(tokenized["train"].data.schema.field("input_ids").type) == f"list<item: {stored}>"
+    assert tokenized["train"].features["input_ids"].feature.dtype == stored  # what load_from_disk hands on
+    assert [row["input_ids"] for row in tokenized["train"].to_list()] == tiny_tokenizer(texts)["input_ids"]
+
+
+def test_the_id_type_follows_the_vocabulary_size():
+    assert id_type_for(4096) == id_type_for(2**16) == "uint16"
+    assert id_type_for(2**16 + 1) == id_type_for(250_000) == "int32"
+
+
+def test_an_id_past_the_stored_type_fails_instead_of_wrapping_around():
+    with pytest.raises(pa.ArrowInvalid):
+        _encode_batch(pa.table({"text": ["x"]}), lambda texts: [[70_000]], pa.uint16())
 
 
 def test_fast_path_ignores_truncation_saved_in_the_tokenizer_file(tiny_tokenizer, tmp_path):
@@ -183,7 +195,9 @@ def test_tokenizer_source_is_per_objective():
 def test_default_config_shares_one_tokenizer_artifact_between_objectives(tmp_path):
     config = config_with()
     assert tokenizer_identity(config, "clm") == tokenizer_identity(config, "mlm")
-    assert tokenizer_identity(config, "clm") == {"trained_bpe": {"vocab_size": 4096, "min_frequency": 2}}
+    assert tokenizer_identity(config, "clm") == {
+        "trained_bpe": {"vocab_size": 4096, "min_frequency": 2, "train_sample": {"bytes": 100_000_000, "rows": None}}
+    }
     flat_dir = str(tmp_path / "flatten" / "abc")
     assert tokenize_output_dir(flat_dir, config, "clm") == tokenize_output_dir(flat_dir, config, "mlm")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -123,19 +124,27 @@ def test_base_model_is_deterministic_for_a_seed(tiny_tokenizer, tiny_gpt2):
 # ---------------------------------------------------------------------------- the evaluation set's identity
 
 
-def test_mlm_eval_set_fingerprint_tracks_what_decides_the_masks():
-    blocks = Path("/artifacts/group/abc123")
+def group_dir(root: Path, key: str, test_blocks: int = 100) -> Path:
+    """A blocks artifact as the fingerprint sees it: its content key and the group stage's report."""
+    directory = root / "group" / key
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "group_report.json").write_text(json.dumps({"test": {"blocks": test_blocks, "dropped_tokens": 0}}))
+    return directory
+
+
+def test_mlm_eval_set_fingerprint_tracks_what_decides_the_masks(tmp_path):
+    blocks = group_dir(tmp_path / "artifacts", "abc123")
     base = eval_set_fingerprint(blocks, load_config(), "mlm")
     assert eval_set_fingerprint(blocks, load_config(), "mlm") == base
-    assert eval_set_fingerprint(Path("/elsewhere/group/abc123"), load_config(), "mlm") == base  # by content key
+    assert eval_set_fingerprint(group_dir(tmp_path / "elsewhere", "abc123"), load_config(), "mlm") == base  # by key
     for override in ("eval.mlm_seed=1", "eval.max_blocks=10", "train.mlm_probability=0.2", "eval.batch_size=1"):
         assert eval_set_fingerprint(blocks, load_config(overrides=[override]), "mlm") != base, override
-    assert eval_set_fingerprint(Path("/artifacts/group/def456"), load_config(), "mlm") != base
+    assert eval_set_fingerprint(group_dir(tmp_path / "artifacts", "def456"), load_config(), "mlm") != base
 
 
-def test_clm_eval_set_ignores_masking_and_batch_size():
+def test_clm_eval_set_ignores_masking_and_batch_size(tmp_path):
     # Token-weighted CLM loss does not depend on how the blocks are batched, and nothing is masked.
-    blocks = Path("/artifacts/group/abc123")
+    blocks = group_dir(tmp_path / "artifacts", "abc123")
     base = eval_set_fingerprint(blocks, load_config(), "clm")
     for override in ("eval.mlm_seed=1", "train.mlm_probability=0.2", "eval.batch_size=1"):
         assert eval_set_fingerprint(blocks, load_config(overrides=[override]), "clm") == base, override

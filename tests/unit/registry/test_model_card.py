@@ -28,6 +28,7 @@ METRICS = {
     "base_perplexity": 4142.41,
     "eval_set": "set42",
     "eval_blocks": 240,
+    "eval_blocks_total": 240,
     "eval_tokens": 30480,
 }
 TRAIN = {
@@ -68,6 +69,15 @@ def test_the_card_answers_what_it_is_whether_it_is_better_and_how_to_use_it():
     assert "```text\nThe json module | encodes ''' things\n```" in card
     # A generation capped by the model's positions says so, right above its text.
     assert "*16 new tokens: what fits the model's positions.*\n\n```text\nA long prompt cut short\n```" in card
+
+
+def test_the_card_names_the_evaluation_set_and_whether_it_was_bounded():
+    assert "`set42`, 240 test blocks, 30,480 predicted tokens." in render(facts(), PipelineConfig())
+    bounded = {**METRICS, "eval_blocks": 2048, "eval_blocks_total": 51_200, "eval_tokens": 260_096}
+    card = render(dataclasses.replace(facts(), metrics=bounded), PipelineConfig())
+    assert (
+        "`set42`, 2,048 of 51,200 test blocks (eval.max_blocks=2048, evenly spaced), 260,096 predicted tokens." in card
+    )
 
 
 def test_a_gpu_run_shows_its_mfu_next_to_its_tokens_per_second():

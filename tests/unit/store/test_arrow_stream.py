@@ -3,12 +3,23 @@
 from __future__ import annotations
 
 import logging
+import os
 
 import numpy as np
 import pyarrow as pa
+import pytest
 from datasets import Dataset, DatasetDict, Features, List, Value, load_from_disk
 
-from lmpipe.store.arrow_stream import logged_progress, map_dataset_dict, read_batches, split_rows
+from lmpipe.store.arrow_stream import (
+    logged_progress,
+    map_dataset_dict,
+    read_batches,
+    split_rows,
+    write_dataset_dict,
+    write_split,
+)
+from lmpipe.store.manifest import CorruptArtifactError, DigestCheck, is_complete
+from lmpipe.store.publish import building
 
 FEATURES = Features({"n": Value("int64"), "doubled": List(Value("int32"))})
 
@@ -94,3 +105,43 @@ def test_progress_counts_rows_read_even_when_a_batch_maps_to_fewer_rows(tmp_path
         ("train", 2437, 2437),
         ("train", 2437, 2437),
     ]
+
+
+# ---------------------------------------------------------------------------- shards, promoted schemas, checksums
+
+
+def test_a_split_is_written_in_shards_of_bounded_size_and_loads_back_whole(tmp_path):
+    tables = (pa.table({"n": np.arange(i * 1000, (i + 1) * 1000, dtype=np.int64)}) for i in range(10))
+    rows = write_split(tables, None, "train", tmp_path / "out" / "train", shard_bytes=20_000)
+    write_dataset_dict(tmp_path / "out", ["train"])
+    files = sorted((tmp_path / "out" / "train").glob("*.arrow"))
+    assert rows == 10_000 and len(files) == 4  # 8 kB per table: a shard closes at the first table past 20 kB
+    assert all(f.stat().st_size < 20_000 + 9_000 for f in files)
+    assert load_from_disk(str(tmp_path / "out"))["train"]["n"] == list(range(10_000))
+
+
+def test_a_column_null_at_first_is_promoted_and_read_back_as_one_schema(tmp_path):
+    first = pa.table({"text": ["a", "b"], "note": pa.array([None, None], pa.null())})
+    later = pa.table({"text": ["c"], "note": ["set now"]})
+    write_split(iter([first, later]), None, "train", tmp_path / "train")
+    (table,) = read_batches(tmp_path / "train", 10)
+    assert table.column("note").to_pylist() == [None, None, "set now"]
+    assert table.schema.field("note").type == pa.string()
+
+
+def test_a_stage_reading_its_upstream_checks_every_byte_and_withdraws_a_corrupt_one(tmp_path):
+    artifact = tmp_path / "flatten" / "key"
+    with building(artifact, "flatten", {}) as scratch:
+        write_split(iter([pa.table({"n": np.arange(5000, dtype=np.int64)})]), None, "train", scratch / "train")
+    (data_file,) = (artifact / "train").glob("*.arrow")
+    assert [b.num_rows for b in read_batches(artifact / "train", 1000, check=DigestCheck.of(artifact))] == [1000] * 5
+
+    stat = data_file.stat()
+    raw = bytearray(data_file.read_bytes())
+    raw[-100] ^= 0xFF  # one flipped bit in the data, size and time kept: only reading every byte finds it
+    data_file.write_bytes(bytes(raw))
+    os.utime(data_file, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert is_complete(artifact), "the lookup reads no data, so it cannot see this"
+    with pytest.raises(CorruptArtifactError, match=r"flatten/key is corrupt: train/data-00000-of-00001.arrow"):
+        list(read_batches(artifact / "train", 1000, check=DigestCheck.of(artifact)))
+    assert not is_complete(artifact), "withdrawn: the next build of its key replaces it"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import signal
 import subprocess
 import sys
@@ -14,9 +15,10 @@ from pathlib import Path
 
 import pytest
 
+from lmpipe.store import manifest
 from lmpipe.store.keys import artifact_dir, file_digest, fingerprint
 from lmpipe.store.locks import exclusive
-from lmpipe.store.manifest import MANIFEST, is_complete, problem_with, read_manifest
+from lmpipe.store.manifest import MANIFEST, is_complete, problem_with, read_manifest, verify
 from lmpipe.store.publish import building, ensure_built
 
 # ---------------------------------------------------------------------------- fingerprints
@@ -93,7 +95,13 @@ def test_building_publishes_the_scratch_dir_with_a_manifest(tmp_path):
     assert read_manifest(final) == {
         "stage": "stage",
         "inputs": {"upstream": "u", "n": 1},
-        "files": {"out.txt": {"bytes": 6, "sha256": hashlib.sha256(b"result").hexdigest()}},
+        "files": {
+            "out.txt": {
+                "bytes": 6,
+                "mtime_ns": (final / "out.txt").stat().st_mtime_ns,
+                "sha256": hashlib.sha256(b"result").hexdigest(),
+            }
+        },
     }
     assert sorted(p.name for p in final.parent.iterdir()) == ["key"]  # no scratch left behind
 
@@ -187,10 +195,33 @@ def test_a_truncated_or_corrupted_artifact_is_not_complete(tmp_path):
     (final / "data" / "part.arrow").write_bytes(b"01234")
     assert problem_with(final) == "data/part.arrow has 5 bytes, expected 10"
     (final / "data" / "part.arrow").write_bytes(b"0123456780")  # same size, one byte changed
-    assert problem_with(final) == "data/part.arrow does not match its checksum"
+    assert problem_with(final) == "data/part.arrow does not match its checksum (it was written after publishing)"
     (final / "data" / "part.arrow").unlink()
     assert problem_with(final) == "data/part.arrow is missing"
     assert not is_complete(final)
+
+
+def restore_mtime(path: Path, mtime_ns: int) -> None:
+    os.utime(path, ns=(mtime_ns, mtime_ns))
+
+
+def test_a_lookup_reads_no_data_unless_a_file_was_written_after_publishing(tmp_path, monkeypatch):
+    final = published(tmp_path)
+    part = final / "data" / "part.arrow"
+    hashed: list[Path] = []
+    real_digest = manifest.file_digest
+    monkeypatch.setattr(manifest, "file_digest", lambda path: hashed.append(path) or real_digest(path))
+    assert is_complete(final) and hashed == [], "an untouched artifact is confirmed from sizes and times alone"
+
+    part.touch()  # a copy without its times: same bytes, so still good, at the price of hashing this file
+    assert is_complete(final) and hashed == [part]
+
+    hashed.clear()
+    part.write_bytes(b"0123456780")  # a bit flipped with size and time kept: a lookup cannot see it...
+    restore_mtime(part, read_manifest(final)["files"]["data/part.arrow"]["mtime_ns"])
+    assert is_complete(final) and hashed == []
+    # ...the full check does, and so does a stage streaming through it (tests/unit/store/test_arrow_stream.py)
+    assert verify(final) == "data/part.arrow does not match its checksum"
 
 
 def test_rebuilding_replaces_a_corrupt_artifact_but_keeps_a_good_one(tmp_path):

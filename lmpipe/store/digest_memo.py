@@ -1,0 +1,39 @@
+"""The sha256 of an input file, remembered for as long as the file's stat says it is unchanged.
+
+A local corpus enters the download artifact's key by content, so renaming a file or touching it
+does not lose the cache, and editing it does. Hashing 100 GB on every cache lookup is not an
+option: the digest is kept beside the artifacts, keyed by path, and trusted while the file's
+size, modification time and inode are the ones it was computed for (what `git status` and
+`make` trust). An edit that keeps all three is not seen here; it is seen where the data is read.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from pathlib import Path
+
+from lmpipe.store.keys import file_digest, fingerprint
+
+MEMO_DIR = ".digests"  # under the artifact root, beside the stage directories
+
+
+def remembered_digest(path: Path, root: str | Path) -> str:
+    """sha256 of `path`, computed once per version of the file (as its stat tells versions apart)."""
+    path = Path(path).resolve()
+    stat = path.stat()
+    version = {"bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns, "inode": stat.st_ino, "device": stat.st_dev}
+    memo = Path(root).expanduser().resolve() / MEMO_DIR / f"{fingerprint(str(path))}.json"
+    try:
+        remembered = json.loads(memo.read_text())
+        if remembered["path"] == str(path) and remembered["version"] == version:
+            return str(remembered["sha256"])
+    except (OSError, ValueError, KeyError, TypeError):
+        pass  # none yet, or unreadable: compute it again
+    digest = file_digest(path)
+    memo.parent.mkdir(parents=True, exist_ok=True)
+    scratch = memo.with_name(f".{memo.name}.{uuid.uuid4().hex[:8]}")
+    scratch.write_text(json.dumps({"path": str(path), "version": version, "sha256": digest}))
+    os.replace(scratch, memo)  # atomic: a concurrent reader sees the old memo or the new one
+    return digest
