@@ -53,7 +53,7 @@ test-e2e: install
 	$(BIN)/python -m pytest -q -rs tests/e2e
 
 # Each prints ours vs the reference side by side and appends to bench/results/<bench>.jsonl (bench/README.md).
-BENCHES := group tokenize train rerun register memory
+BENCHES := group tokenize train rerun register scale
 bench: install
 	set -e; for b in $(BENCHES); do $(BIN)/python bench/$${b}_bench.py; done
 

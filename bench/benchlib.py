@@ -13,6 +13,7 @@ import os
 import platform
 import statistics
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timezone
@@ -167,3 +168,62 @@ def trained_tokenizer(texts: list[str], vocab_size: int = 4096):
     from lmpipe.data.tokenizers import train_bpe_tokenizer
 
     return train_bpe_tokenizer([texts], vocab_size, 2)
+
+
+# ---------------------------------------------------------------------------- memory of a process tree
+#
+# Memory is the tree's summed PSS: each process's resident pages, a page shared by N processes
+# (forked workers share their parent's imports) counted 1/N in each, so the sum counts it once.
+
+PAGE_KIB = 4
+
+
+def process_tree(root: int) -> list[int]:
+    """root and all its descendants, from /proc."""
+    children: dict[int, list[int]] = {}
+    for status in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = status.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(status.parent.name))
+    tree, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        tree.append(pid)
+        todo.extend(children.get(pid, []))
+    return tree
+
+
+def memory_kib(pid: int) -> tuple[int, int, int]:
+    """(RSS, PSS, anonymous PSS) of one process in KiB; zeros once it is gone. PSS shares each page among
+    the processes mapping it, so the tree's sum counts a page forked workers share once, not per worker."""
+    figures = {"Rss:": 0, "Pss:": 0, "Pss_Anon:": 0}
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            name = line.split(maxsplit=1)[0] if line else ""
+            if name in figures:
+                figures[name] = int(line.split()[1])
+    except (OSError, IndexError):
+        pass
+    return figures["Rss:"], figures["Pss:"], figures["Pss_Anon:"]
+
+
+class PeakSampler(threading.Thread):
+    """Samples the memory of a process tree until stopped; keeps the peaks of the sums."""
+
+    def __init__(self, root: int, every_s: float = 0.05):
+        super().__init__(daemon=True)
+        self.root, self.every_s = root, every_s
+        self.peak_pss_kib = self.peak_anon_kib = self.peak_rss_kib = self.peak_processes = 0
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopped.is_set():
+            tree = process_tree(self.root)
+            figures = [memory_kib(pid) for pid in tree]
+            self.peak_rss_kib = max(self.peak_rss_kib, sum(rss for rss, _, _ in figures))
+            self.peak_pss_kib = max(self.peak_pss_kib, sum(pss for _, pss, _ in figures))
+            self.peak_anon_kib = max(self.peak_anon_kib, sum(anon for _, _, anon in figures))
+            self.peak_processes = max(self.peak_processes, len(tree))
+            time.sleep(self.every_s)

@@ -8,7 +8,7 @@ from prefect import task
 
 from lmpipe.config.schema import PipelineConfig
 from lmpipe.data.sources import source_identity
-from lmpipe.orchestration.caching import build_stage, cached_stage
+from lmpipe.orchestration.caching import Log, build_stage, cached_stage
 from lmpipe.orchestration.retries import retry_unless_input_error
 from lmpipe.store.code_version import code_version
 from lmpipe.store.keys import artifact_dir
@@ -38,6 +38,11 @@ def download_output_dir(config: PipelineConfig) -> Path:
 )
 def download(config: PipelineConfig) -> str:
     """Fetch the corpus and save a train/test split; returns the artifact directory."""
+    return build_download(config)
+
+
+def build_download(config: PipelineConfig, log: Log | None = None) -> str:
+    """The task's body, callable outside a flow run with a logger (bench/scale_bench.py)."""
     # Imported here, not at the top: a cached run computes keys only, and never loads the work's libraries.
     from lmpipe.data.download import download_dataset
 
@@ -46,4 +51,5 @@ def download(config: PipelineConfig) -> str:
         "download",
         {"data": config.data.model_dump()},
         lambda scratch, log: download_dataset(config.data, scratch, log),
+        log,
     )

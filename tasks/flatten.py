@@ -7,7 +7,7 @@ from pathlib import Path
 from prefect import task
 
 from lmpipe.config.schema import PipelineConfig
-from lmpipe.orchestration.caching import build_stage, cached_stage
+from lmpipe.orchestration.caching import Log, build_stage, cached_stage
 from lmpipe.store.code_version import code_version
 from lmpipe.store.keys import artifact_dir
 
@@ -26,6 +26,11 @@ def flatten_output_dir(download_dir: str, config: PipelineConfig) -> Path:
 @task(name="flatten", **cached_stage(flatten_output_dir))
 def flatten(download_dir: str, config: PipelineConfig) -> str:
     """Flatten nested columns and join the text field; returns the artifact directory."""
+    return build_flatten(download_dir, config)
+
+
+def build_flatten(download_dir: str, config: PipelineConfig, log: Log | None = None) -> str:
+    """The task's body, callable outside a flow run with a logger (bench/scale_bench.py)."""
     # Imported here, not at the top: a cached run computes keys only, and never loads the work's libraries.
     from lmpipe.data.flatten import flatten_dataset
 
@@ -35,4 +40,5 @@ def flatten(download_dir: str, config: PipelineConfig) -> str:
         "flatten",
         {"upstream": download_dir, "text_field": field},
         lambda scratch, log: flatten_dataset(Path(download_dir), field, scratch, log),
+        log,
     )

@@ -10,7 +10,7 @@ from pathlib import Path
 from prefect import task
 
 from lmpipe.config.schema import PipelineConfig
-from lmpipe.orchestration.caching import build_stage, cached_stage
+from lmpipe.orchestration.caching import Log, build_stage, cached_stage
 from lmpipe.store.code_version import code_version
 from lmpipe.store.keys import artifact_dir
 
@@ -30,6 +30,11 @@ def group_output_dir(tokenize_dir: str, config: PipelineConfig) -> Path:
 @task(name="group", **cached_stage(group_output_dir))
 def group(tokenize_dir: str, config: PipelineConfig) -> str:
     """Concatenate and cut into block_size blocks; returns the artifact directory."""
+    return build_group(tokenize_dir, config)
+
+
+def build_group(tokenize_dir: str, config: PipelineConfig, log: Log | None = None) -> str:
+    """The task's body, callable outside a flow run with a logger (bench/scale_bench.py)."""
     # Imported here, not at the top: a cached run computes keys only, and never loads the work's libraries.
     from lmpipe.data.blocks import group_dataset
 
@@ -39,4 +44,5 @@ def group(tokenize_dir: str, config: PipelineConfig) -> str:
         "group",
         {"upstream": tokenize_dir, "block_size": data.block_size, "remainder": data.remainder},
         lambda scratch, log: group_dataset(Path(tokenize_dir), data.block_size, data.remainder, scratch, log),
+        log,
     )

@@ -12,7 +12,7 @@ from prefect import task
 
 from lmpipe.config.schema import PipelineConfig
 from lmpipe.data.tokenizer_choice import tokenizer_identity
-from lmpipe.orchestration.caching import build_stage, cached_stage
+from lmpipe.orchestration.caching import Log, build_stage, cached_stage
 from lmpipe.store.code_version import code_version
 from lmpipe.store.keys import artifact_dir
 
@@ -35,6 +35,11 @@ def tokenize_output_dir(flat_dir: str, config: PipelineConfig, objective: Object
 @task(name="tokenize", **cached_stage(tokenize_output_dir))
 def tokenize(flat_dir: str, config: PipelineConfig, objective: Objective) -> str:
     """Tokenize the text column (training a BPE first if no tokenizer is given); returns the artifact directory."""
+    return build_tokenize(flat_dir, config, objective)
+
+
+def build_tokenize(flat_dir: str, config: PipelineConfig, objective: Objective, log: Log | None = None) -> str:
+    """The task's body, callable outside a flow run with a logger (bench/scale_bench.py)."""
     # Imported here, not at the top: a cached run computes keys only, and never loads the work's libraries.
     from lmpipe.data.tokenize import tokenize_dataset
 
@@ -43,4 +48,5 @@ def tokenize(flat_dir: str, config: PipelineConfig, objective: Objective) -> str
         "tokenize",
         {"upstream": flat_dir, "tokenizer": tokenizer_identity(config, objective)},
         lambda scratch, log: tokenize_dataset(Path(flat_dir), config, objective, scratch, log),
+        log,
     )

@@ -53,7 +53,7 @@ def describe_validation_error(error: ValidationError) -> str:
         message = problem["msg"].removeprefix("Value error, ")
         if problem["type"] == "extra_forbidden":
             lines.append(f"unknown key {field!r}")
-        elif problem["loc"]:
+        elif problem["loc"] and not message.startswith(f"{field}."):  # a section's own check names its field
             lines.append(f"{field} = {problem.get('input')!r}: {message}")
         else:
             lines.append(message)

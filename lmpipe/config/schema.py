@@ -6,6 +6,7 @@ typed form with every field's description and default. Every default serves the 
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -21,6 +22,10 @@ class _Section(BaseModel):
 
 
 # ---------------------------------------------------------------------------- data
+
+
+# A split a stream can slice: a name, then at most [start:stop] in rows from the start.
+STREAMED_SPLIT = r"\s*([\w.-]+)\s*(?:\[\s*(\d*)\s*:\s*(\d*)\s*\])?\s*"
 
 
 class DataConfig(_Section):
@@ -79,6 +84,16 @@ class DataConfig(_Section):
     num_proc: int | None = Field(
         None, ge=1, description="Processes for tokenize; None uses the cores this run was given (at most 4)."
     )
+
+    @model_validator(mode="after")
+    def _streamed_slice_counts_rows(self) -> DataConfig:
+        if self.streaming and re.fullmatch(STREAMED_SPLIT, self.split) is None:
+            raise ValueError(
+                f"data.split={self.split!r}: with data.streaming=true a slice counts rows from the start, "
+                "e.g. 'train[:5000]' or 'train[1000:2000]' (percent and negative slices need the split's length: "
+                "set data.streaming=false for them)"
+            )
+        return self
 
 
 # ---------------------------------------------------------------------------- tokenizer

@@ -39,10 +39,12 @@ def cached_stage(output_dir_of: Callable[..., Path]) -> dict[str, Any]:
     return dict(cache_key_fn=cache_key, persist_result=True, result_serializer="json")
 
 
-def build_stage(out: Path, stage: str, inputs: dict[str, Any], build: Callable[[Path, Log], object]) -> str:
+def build_stage(
+    out: Path, stage: str, inputs: dict[str, Any], build: Callable[[Path, Log], object], log: Log | None = None
+) -> str:
     """A stage task's body: publish `out` with `build(scratch, log)` unless it is already complete, logging
-    to the task run; returns the artifact's path, which is what a task hands on."""
-    log = get_run_logger()
+    to the task run (or to `log`, outside one); returns the artifact's path, which is what a task hands on."""
+    log = log or get_run_logger()
     ensure_built(out, stage, inputs, lambda scratch: build(scratch, log), log)
     return str(out)
 

@@ -147,6 +147,12 @@ CASES = [
     ),
     Case("missing config file", (), "config file not found: {workspace}/nope.yaml", 2, config="nope.yaml"),
     Case(
+        "percent slice of a stream",
+        ("data.streaming=true", "data.split=train[:10%]"),
+        "data.split='train[:10%]': with data.streaming=true a slice counts rows from the start",
+        2,
+    ),
+    Case(
         "registered name with a slash",
         ("registry.clm_model_name=team/eli5-clm",),
         "registry.clm_model_name = 'team/eli5-clm': a registered model name cannot contain /",

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 BENCH = Path(__file__).resolve().parents[2] / "bench"
-SCRIPTS = ["group", "tokenize", "train", "memory", "rerun", "register"]
+SCRIPTS = ["group", "tokenize", "train", "scale", "rerun", "register"]
 
 
 def test_every_bench_script_is_covered_here():

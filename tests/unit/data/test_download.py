@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from datasets import load_from_disk
+from pydantic import ValidationError
 
 from lmpipe.config.schema import DataConfig
 from lmpipe.data.download import download_dataset, source_batches
@@ -187,10 +188,10 @@ def test_a_streamed_slice_reads_only_the_rows_it_keeps(tmp_path):
 
 
 @pytest.mark.parametrize("split", ["train[:10%]", "train[-5:]", "train[::2]"])
-def test_a_streamed_slice_needs_row_counts_from_the_start(tmp_path, split):
-    path = write_jsonl(tmp_path / "rows.jsonl", ROWS)
-    with pytest.raises(PipelineInputError, match=r"data.split=.*data.streaming=false"):
-        rows_of(local(path, split=split, streaming=True), tmp_path / "cache")
+def test_a_streamed_slice_needs_row_counts_from_the_start(split):
+    with pytest.raises(ValidationError, match=r"data.split=.*data.streaming=false"):
+        DataConfig(source="local", path="x.jsonl", split=split, streaming=True)
+    assert DataConfig(source="local", path="x.jsonl", split=split).split == split  # fine when not streaming
 
 
 @pytest.mark.parametrize("streaming", [False, True])
@@ -276,3 +277,11 @@ def test_a_local_file_is_hashed_once_per_version_not_on_every_lookup(tmp_path, m
     assert source_identity(local(path), tmp_path / "root") == first and len(hashed) == 1
     write_jsonl(path, ROWS[:-1])  # a new version: hashed again, and the identity follows it
     assert source_identity(local(path), tmp_path / "root") != first and len(hashed) == 2
+
+
+def test_a_local_file_read_with_and_without_streaming_gives_the_same_train_and_test_rows(tmp_path):
+    path = write_jsonl(tmp_path / "rows.jsonl", TEXT_ROWS + TEXT_ROWS[:40])  # duplicates too
+    materialized = split_rows_of(local(path, test_size=0.3), tmp_path)
+    streamed = split_rows_of(local(path, test_size=0.3, streaming=True), tmp_path)
+    assert streamed == materialized  # the same rows, on the same sides, in the same order
+    assert len(materialized["test"]) > 0 and len(materialized["train"]) > 0

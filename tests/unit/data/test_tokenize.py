@@ -4,6 +4,7 @@ each model uses, and the shared artifact key."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -18,6 +19,8 @@ from lmpipe.data.columns import id_type_for
 from lmpipe.data.tokenize import FastEncoder, _encode_batch, encoder_for, tokenize_saved
 from lmpipe.data.tokenizer_choice import tokenizer_identity, tokenizer_origin, tokenizer_source
 from lmpipe.data.tokenizers import SPECIAL_TOKENS, build_tokenizer
+from lmpipe.store.manifest import CorruptArtifactError, DigestCheck, is_complete
+from lmpipe.store.publish import building
 from tasks.tokenize import tokenize_output_dir
 
 SENTENCES = [
@@ -279,3 +282,21 @@ def test_local_tokenizer_identity_ignores_model_weights_beside_it(saved_tokenize
     without = tokenizer_identity(config_with(f"model.clm.pretrained={saved_tokenizer_dir}"), "clm")
     assert with_weights == without
     assert "model.safetensors" not in with_weights["local"]
+
+
+def test_a_corrupt_flat_artifact_stops_tokenize_even_when_worker_processes_encode(tiny_tokenizer, tmp_path):
+    texts = [f"{i}: some answer text that is long enough" for i in range(3000)]  # 3 batches for 2 processes
+    flat = tmp_path / "flatten" / "key"
+    with building(flat, "flatten", {}) as scratch:
+        DatasetDict(
+            {"train": Dataset.from_dict({"text": texts}), "test": Dataset.from_dict({"text": ["x"]})}
+        ).save_to_disk(str(scratch / "dataset"))
+    (data_file,) = (flat / "dataset" / "train").glob("*.arrow")
+    stat = data_file.stat()
+    raw = bytearray(data_file.read_bytes())
+    raw[len(raw) // 2] ^= 0x01  # inside a text: still readable, so only the checksum can tell
+    data_file.write_bytes(bytes(raw))
+    os.utime(data_file, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    with pytest.raises(CorruptArtifactError, match="flatten/key is corrupt"):
+        tokenize_saved(flat / "dataset", tiny_tokenizer, 2, tmp_path / "out", check=DigestCheck.of(flat))
+    assert not is_complete(flat)
