@@ -83,7 +83,8 @@ def _perplexity_table(facts: CardFacts) -> str:
         rows.append((f"champion v{champion.version}{note}", champion.perplexity))
     table = "\n".join(f"| {label} | {value:,.2f} |" for label, value in rows)
     blocks = f"{metrics['eval_blocks']:,} test blocks"
-    if metrics["eval_blocks"] < metrics["eval_blocks_total"]:  # eval.max_blocks bounded it, to eval_blocks
+    # eval.max_blocks bounded it, to eval_blocks (metrics from before the bound existed have no total)
+    if metrics["eval_blocks"] < metrics.get("eval_blocks_total", metrics["eval_blocks"]):
         blocks = (
             f"{metrics['eval_blocks']:,} of {metrics['eval_blocks_total']:,} test blocks "
             f"(eval.max_blocks={metrics['eval_blocks']}, evenly spaced)"
