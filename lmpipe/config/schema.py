@@ -127,7 +127,7 @@ class TokenizerConfig(_Section):
     min_frequency: int = Field(2, ge=1, description="Minimum pair frequency for a BPE merge.")
     revision: str | None = Field(None, description="Hub revision (branch, tag or commit sha) of `pretrained`.")
     train_sample: TrainSample = Field(
-        default_factory=TrainSample,
+        TrainSample(),  # an instance, so the run form shows the budget; pydantic copies it per config
         description="Budget of the trained BPE's sample of the train split (ignored by a pretrained tokenizer).",
     )
 

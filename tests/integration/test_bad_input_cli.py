@@ -272,7 +272,7 @@ CASES = [
     Case(
         "corrupt parquet",
         LOCAL,
-        "data.path: cannot read '{made}' as parquet: ",
+        "data.path: cannot read {made} as parquet: ArrowInvalid: Parquet magic bytes not found",
         1,
         make=file_with("posts.parquet", b"PAR1 these bytes are not a parquet file"),
     ),
@@ -312,7 +312,7 @@ CASES = [
         (*LOCAL, "data.text_field=text", "data.block_size=64"),
         "data.block_size=64: the train split has",
         1,
-        make=jsonl([{"text": "hi"} for _ in range(20)]),
+        make=jsonl([{"text": f"hi {i}"} for i in range(12)]),  # distinct (copies of one text share a side): 3 held out
     ),
     Case(
         "MLM tokenizer without a mask token",

@@ -113,15 +113,15 @@ def test_download_and_register_retry_transient_errors_and_the_run_completes(work
     relay = FlakyRelay(mlflow_server, outage_s=3)  # register retries after 5 s: past the outage
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # let the task's retry meet the outage
     failures = {"download": 0}
-    real_load_source = lmpipe.data.download.load_source
+    real_source_batches = lmpipe.data.download.source_batches
 
-    def load_source_failing_once(*args, **kwargs):
+    def source_batches_failing_once(*args, **kwargs):
         if failures["download"] == 0:
             failures["download"] += 1
             raise ConnectionError("Connection reset by peer while fetching the corpus")
-        return real_load_source(*args, **kwargs)
+        return real_source_batches(*args, **kwargs)
 
-    monkeypatch.setattr(lmpipe.data.download, "load_source", load_source_failing_once)
+    monkeypatch.setattr(lmpipe.data.download, "source_batches", source_batches_failing_once)
     # The outage starts as register begins: the pre-flight has already found the server up.
     real_register_model = lmpipe.registry.register.register_model
 
