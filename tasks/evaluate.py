@@ -9,7 +9,7 @@ from prefect import task
 from lmpipe.config.schema import PipelineConfig
 from lmpipe.evaluation.eval_set import eval_set_fingerprint
 from lmpipe.objectives import Objective
-from lmpipe.orchestration.caching import build_stage, cached_stage
+from lmpipe.orchestration.caching import Log, build_stage, cached_stage
 from lmpipe.store.code_version import code_version
 from lmpipe.store.keys import artifact_dir
 
@@ -37,8 +37,9 @@ def evaluate(model_dir: str, blocks_dir: str, config: PipelineConfig, objective:
     from lmpipe.evaluation.report import write_evaluation
     from lmpipe.store.manifest import require_intact
 
-    def build(scratch: Path, log) -> None:  # type: ignore[no-untyped-def]
+    def build(scratch: Path, log: Log) -> None:
         require_intact(Path(blocks_dir), "dataset/test/")  # the blocks it scores, checked before a model sees them
+        require_intact(Path(model_dir))  # and the model scored: what register hands to review
         write_evaluation(objective, Path(model_dir), Path(blocks_dir), config, scratch, log)
 
     return build_stage(

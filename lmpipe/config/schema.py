@@ -87,7 +87,10 @@ class DataConfig(_Section):
 
     @model_validator(mode="after")
     def _streamed_slice_counts_rows(self) -> DataConfig:
-        if self.streaming and re.fullmatch(STREAMED_SPLIT, self.split) is None:
+        match = re.fullmatch(STREAMED_SPLIT, self.split)
+        if self.streaming and match is not None and match[2] and match[3] and int(match[2]) > int(match[3]):
+            raise ValueError(f"data.split={self.split!r}: the slice starts after it ends")
+        if self.streaming and match is None:
             raise ValueError(
                 f"data.split={self.split!r}: with data.streaming=true a slice counts rows from the start, "
                 "e.g. 'train[:5000]' or 'train[1000:2000]' (percent and negative slices need the split's length: "

@@ -45,9 +45,8 @@ def group_into_blocks(
     """
     tokens = len(input_ids)
     full = tokens // block_size * block_size
-    mask = np.ones(full, dtype=np.int8)
     if remainder == "drop" or full == tokens:
-        ids = input_ids[:full]
+        ids, mask = input_ids[:full], np.ones(full, dtype=np.int8)  # (full,): blocks_table drops it for drop
         dropped = tokens - full
     else:
         padding = full + block_size - tokens

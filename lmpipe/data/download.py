@@ -7,7 +7,8 @@ streamed. An exact duplicate of a text therefore always lands beside it, so no d
 from train into test; how many duplicates there were is counted and reported. Nothing is shuffled:
 the trainer shuffles blocks, and a corpus keeps its order as `run_clm.py` keeps it.
 
-Memory: one batch of rows, plus 8 bytes per row for the duplicate count.
+Memory: one batch of rows, plus 8 bytes per non-empty row for the duplicate count (twice that for a
+moment at the end, when the hashes are joined and sorted): 0.8 GB per 100 million rows.
 """
 
 from __future__ import annotations
@@ -120,7 +121,7 @@ def source_batches(data: DataConfig, cache_dir: Path) -> Iterator[pa.Table]:
 
 def text_hashes(texts: list[str], seed: int) -> np.ndarray:
     """(rows,) uint64: a hash of each text, salted with the seed; the same text always gets the same value."""
-    key = seed.to_bytes(8, "little", signed=True)
+    key = (seed % 2**64).to_bytes(8, "little")  # any int seed; blake2b takes a key of up to 64 bytes
     return np.fromiter(
         (
             int.from_bytes(
@@ -139,9 +140,12 @@ def in_test_split(hashes: np.ndarray, test_size: float) -> np.ndarray:
 
 
 def duplicate_count(hash_chunks: list[np.ndarray]) -> int:
-    """Rows whose text an earlier row already had (exact duplicates; 64-bit hashes, collisions ~ never)."""
+    """Rows whose text an earlier row already had (exact duplicates; 64-bit hashes, collisions ~ never).
+    Empties hash_chunks: the hashes are held once, sorted in place."""
     hashes = np.concatenate(hash_chunks) if hash_chunks else np.zeros(0, dtype=np.uint64)
-    return int(len(hashes) - len(np.unique(hashes)))
+    hash_chunks.clear()
+    hashes.sort()
+    return int(np.count_nonzero(hashes[1:] == hashes[:-1]))
 
 
 @dataclass

@@ -22,11 +22,12 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pyarrow as pa
 
-from lmpipe.store.keys import fingerprint
+from lmpipe.store.keys import file_digest, fingerprint
 from lmpipe.store.manifest import DigestCheck
 
 SHARD_BYTES = 500 * 2**20  # save_to_disk's default shard size: files a network file system copies in parallel
@@ -68,12 +69,25 @@ def _file_batches(path: Path, check: DigestCheck | None) -> Iterator[pa.RecordBa
         with pa.OSFile(str(path)) as source:
             yield from pa.ipc.open_stream(source)
         return
-    with open(path, "rb") as raw:
+    with blamed_on_damage(check, [path]), open(path, "rb") as raw:
         hashing = _HashingReader(raw)
         yield from pa.ipc.open_stream(pa.PythonFile(io.BufferedReader(hashing, 1 << 20), mode="r"))
         while hashing.read(1 << 20):  # whatever follows the stream's end marker counts too
             pass
     check.finished(path, hashing.digest.hexdigest())
+
+
+@contextmanager
+def blamed_on_damage(check: DigestCheck | None, files: Iterable[Path]) -> Iterator[None]:
+    """A file that does not even parse (a flipped header, a mangled state.json) may be damage the lookup
+    cannot see: hash `files` then, so it is reported, and withdrawn, as corrupt; else the error stands."""
+    try:
+        yield
+    except (pa.ArrowException, OSError, ValueError, KeyError):
+        for path in files if check is not None else ():
+            if path.is_file() and check.wants(path):
+                check.finished(path, file_digest(path))  # raises CorruptArtifactError on a mismatch
+        raise
 
 
 class _HashingReader(io.RawIOBase):
@@ -95,7 +109,19 @@ class _HashingReader(io.RawIOBase):
 
 def _promoted(pending: list[pa.RecordBatch], batch: pa.RecordBatch) -> tuple[list[pa.RecordBatch], pa.RecordBatch]:
     schema = pa.unify_schemas([pending[0].schema, batch.schema], promote_options="permissive")
-    return [b.cast(schema) for b in pending], batch.cast(schema)
+    return [conformed(b, schema) for b in pending], conformed(batch, schema)
+
+
+def conformed(data: pa.Table | pa.RecordBatch, schema: pa.Schema) -> pa.Table | pa.RecordBatch:
+    """`data` with `schema`'s columns in its order, by name: a column it lacks is all null."""
+    columns = [
+        data.column(field.name) if field.name in data.column_names else pa.nulls(data.num_rows, field.type)
+        for field in schema
+    ]
+    made = pa.Table if isinstance(data, pa.Table) else pa.RecordBatch
+    return made.from_arrays(
+        columns, schema=pa.schema([f.with_type(c.type) for f, c in zip(schema, columns, strict=True)])
+    ).cast(schema)
 
 
 class SplitWriter:
@@ -106,6 +132,7 @@ class SplitWriter:
     def __init__(self, split: str, split_dir: Path, schema: pa.Schema | None = None, shard_bytes: int = SHARD_BYTES):
         split_dir.mkdir(parents=True)
         self.split, self.split_dir, self.schema, self.shard_bytes = split, split_dir, schema, shard_bytes
+        self.fixed = schema is not None  # a schema given is the schema written: never widened
         self.shards: list[Path] = []
         self.rows = 0
         self._writer: pa.ipc.RecordBatchStreamWriter | None = None
@@ -117,10 +144,12 @@ class SplitWriter:
             try:
                 table = table.cast(self.schema)
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError, ValueError):  # a new column, a wider type
+                if self.fixed:
+                    raise
                 # The features `datasets` wrote for the first schema no longer hold: they are inferred again.
                 self.schema = pa.unify_schemas([self.schema, table.schema], promote_options="permissive")
                 self.schema = self.schema.remove_metadata()
-                table = table.cast(self.schema)
+                table = conformed(table, self.schema)
                 self._close_shard()
         if self._writer is not None and self.shards[-1].stat().st_size >= self.shard_bytes:
             self._close_shard()
@@ -216,10 +245,12 @@ def map_dataset_dict(
     written = {}
     for split in splits:
         read_rows: deque[int] = deque()  # rows of each batch read, in order: outputs may have other counts
+        with blamed_on_damage(check, sorted((in_dir / split).iterdir())):
+            total = split_rows(in_dir / split)  # its headers and state.json, read before any data
         batches = read_batches(in_dir / split, batch_rows, columns, check)
         tables = mapper(function, _counted(batches, read_rows))
         if report is not None:
-            tables = reporting(tables, read_rows, split, split_rows(in_dir / split), report, report_every_s)
+            tables = reporting(tables, read_rows, split, total, report, report_every_s)
         written[split] = write_split(tables, schema, split, out_dir / split)
     write_dataset_dict(out_dir, splits)
     return written

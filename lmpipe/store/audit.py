@@ -25,8 +25,10 @@ class ArtifactCheck:
 
 def published_artifacts(root: Path, stage: str | None = None) -> Iterator[Path]:
     """Artifact directories under root (of one stage, if given), in stage then key order. Scratch and
-    discarded directories (dot names) and the lock and digest folders are not artifacts."""
+    discarded directories (dot names), the lock and digest folders, and training checkpoints (each has
+    its own manifest, checked when a run resumes from it) are not artifacts."""
     stages = [root / stage] if stage else sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    stages = [d for d in stages if d.name != "checkpoints"]
     for stage_dir in stages:
         if stage_dir.is_dir():
             yield from sorted(d for d in stage_dir.iterdir() if d.is_dir() and not d.name.startswith("."))

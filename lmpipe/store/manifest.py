@@ -115,9 +115,10 @@ def expected_digests(directory: Path) -> dict[Path, str]:
 def set_aside(directory: Path, problem: str) -> None:
     """Withdraw a published artifact found corrupt: its manifest goes, so every lookup misses and the next
     build of its key replaces it. The data stays until then, for whoever wants to look at it."""
-    manifest = directory / MANIFEST
-    if manifest.is_file():
-        manifest.rename(directory / f"{MANIFEST}.corrupt")
+    try:
+        (directory / MANIFEST).rename(directory / f"{MANIFEST}.corrupt")
+    except FileNotFoundError:
+        pass  # another reader found it first
     _log.error(f"artifact {directory} is corrupt ({problem}); withdrawn, its next build replaces it")
 
 

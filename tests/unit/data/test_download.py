@@ -4,6 +4,8 @@ split and the cache identity."""
 from __future__ import annotations
 
 import json
+import os
+import time
 from pathlib import Path
 
 import pytest
@@ -269,14 +271,23 @@ def test_hub_identity_is_the_dataset_reference(tmp_path):
 def test_a_local_file_is_hashed_once_per_version_not_on_every_lookup(tmp_path, monkeypatch):
     from lmpipe.store import digest_memo
 
-    path = write_jsonl(tmp_path / "rows.jsonl", ROWS)
+    def settled(path: Path) -> Path:  # written a minute ago: past the racy window
+        os.utime(path, (time.time() - 60, time.time() - 60))
+        return path
+
+    path = settled(write_jsonl(tmp_path / "rows.jsonl", ROWS))
     hashed: list[Path] = []
     real = digest_memo.file_digest
     monkeypatch.setattr(digest_memo, "file_digest", lambda p: hashed.append(p) or real(p))
     first = source_identity(local(path), tmp_path / "root")
     assert source_identity(local(path), tmp_path / "root") == first and len(hashed) == 1
-    write_jsonl(path, ROWS[:-1])  # a new version: hashed again, and the identity follows it
+    settled(write_jsonl(path, ROWS[:-1]))  # a new version: hashed again, and the identity follows it
     assert source_identity(local(path), tmp_path / "root") != first and len(hashed) == 2
+
+    write_jsonl(path, ROWS)  # just written: an edit within the same clock tick would keep its time, so
+    source_identity(local(path), tmp_path / "root")  # its digest is not remembered (git's racy-clean rule)
+    source_identity(local(path), tmp_path / "root")
+    assert len(hashed) == 4
 
 
 def test_a_local_file_read_with_and_without_streaming_gives_the_same_train_and_test_rows(tmp_path):
@@ -285,3 +296,15 @@ def test_a_local_file_read_with_and_without_streaming_gives_the_same_train_and_t
     streamed = split_rows_of(local(path, test_size=0.3, streaming=True), tmp_path)
     assert streamed == materialized  # the same rows, on the same sides, in the same order
     assert len(materialized["test"]) > 0 and len(materialized["train"]) > 0
+
+
+def test_a_streamed_slice_that_ends_before_it_starts_is_refused_at_config_time():
+    with pytest.raises(ValidationError, match="starts after it ends"):
+        DataConfig(source="local", path="x.jsonl", split="train[5:3]", streaming=True)
+
+
+def test_any_integer_seed_salts_the_split(tmp_path):
+    path = write_jsonl(tmp_path / "rows.jsonl", TEXT_ROWS[:50])
+    for seed in (-1, 2**70):
+        report = download_dataset(local(path, seed=seed, test_size=0.3), tmp_path / f"out-{seed}")
+        assert report["train_rows"] + report["test_rows"] == 50

@@ -145,3 +145,31 @@ def test_a_stage_reading_its_upstream_checks_every_byte_and_withdraws_a_corrupt_
     with pytest.raises(CorruptArtifactError, match=r"flatten/key is corrupt: train/data-00000-of-00001.arrow"):
         list(read_batches(artifact / "train", 1000, check=DigestCheck.of(artifact)))
     assert not is_complete(artifact), "withdrawn: the next build of its key replaces it"
+
+
+def test_shards_with_a_new_or_reordered_column_read_back_as_one_schema(tmp_path):
+    first = pa.table({"a": [1, 2]})
+    later = pa.table({"b": ["x"], "a": [3]})  # a new column, and the old one after it
+    write_split(iter([first, later]), None, "train", tmp_path / "train")
+    (table,) = read_batches(tmp_path / "train", 10)
+    assert table.column_names == ["a", "b"]
+    assert table.to_pylist() == [{"a": 1, "b": None}, {"a": 2, "b": None}, {"a": 3, "b": "x"}]
+
+
+def test_a_given_schema_is_never_widened(tmp_path):
+    with pytest.raises((pa.ArrowInvalid, ValueError)):
+        write_split(iter([pa.table({"n": ["not a number"]})]), pa.schema([("n", pa.int64())]), "train", tmp_path / "t")
+
+
+def test_damage_that_stops_the_stream_parsing_is_reported_as_corruption_and_withdrawn(tmp_path):
+    artifact = tmp_path / "tokenize" / "key"
+    with building(artifact, "tokenize", {}) as scratch:
+        write_split(iter([pa.table({"n": np.arange(5000, dtype=np.int64)})]), None, "train", scratch / "train")
+        write_dataset_dict(scratch, ["train"])
+    (data_file,) = (artifact / "train").glob("*.arrow")
+    stat = data_file.stat()
+    data_file.write_bytes(b"\xff" * 16 + data_file.read_bytes()[16:])  # the stream's first header, gone
+    os.utime(data_file, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    with pytest.raises(CorruptArtifactError, match="tokenize/key is corrupt"):
+        map_dataset_dict(artifact, tmp_path / "out", lambda t: t, None, 1000, check=DigestCheck.of(artifact))
+    assert not is_complete(artifact)
