@@ -33,9 +33,11 @@ def test_a_stopped_run_ends_within_10_s_and_leaves_nothing_running(workspace, si
     # Long enough that the signal lands mid-training, whatever the machine's speed.
     command += ["--set", "train.max_steps=100000", "--set", "train.logging_steps=5"]
     # Its own process group, as a shell gives each foreground job: Ctrl-C goes to all of it.
+    # SIGINT at its default, as in a terminal: a background job of a shell without job control (CI started
+    # with `cmd &`) inherits SIGINT ignored, and Python then installs no KeyboardInterrupt handler.
     run = subprocess.Popen(
         command, cwd=workspace, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        start_new_session=True,
+        start_new_session=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )  # fmt: skip
     try:
         deadline = time.monotonic() + 300
