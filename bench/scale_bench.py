@@ -111,6 +111,7 @@ import json, logging, sys, time
 sys.path.insert(0, {root!r})
 logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
 from lmpipe.config.loading import load_config
+from lmpipe.store.keys import artifact_path
 from tasks.download import build_download
 from tasks.flatten import build_flatten
 from tasks.tokenize import build_tokenize
@@ -126,8 +127,9 @@ for stage, build in (
     ("group", lambda: build_group(dirs["tokenize"], config, log)),
 ):
     started = time.perf_counter()
-    dirs[stage] = build()
+    dirs[stage] = build()  # the artifact's reference, <stage>/<key>
     seconds[stage] = time.perf_counter() - started
+dirs = {{stage: str(artifact_path(config.artifacts.root, ref)) for stage, ref in dirs.items()}}
 print(json.dumps({{"seconds": seconds, "dirs": dirs}}))
 """
 

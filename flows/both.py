@@ -14,6 +14,7 @@ from prefect import flow, get_run_logger
 from lmpipe.config.schema import PipelineConfig
 from lmpipe.orchestration.preflight import preflight
 from lmpipe.orchestration.reports import publish_registrations_table
+from lmpipe.store.keys import located
 from tasks.download import download
 from tasks.evaluate import evaluate
 from tasks.flatten import flatten
@@ -41,7 +42,10 @@ def both_flow(config: PipelineConfig = PipelineConfig()) -> list[str]:
     mlm_metrics = evaluate(mlm_model, mlm_blocks, config, "mlm")
 
     # Register last, so a failure anywhere above leaves the registry untouched.
-    registrations = [register(clm_model, clm_metrics, config, "clm"), register(mlm_model, mlm_metrics, config, "mlm")]
+    registrations = located(
+        config.artifacts.root,
+        [register(clm_model, clm_metrics, config, "clm"), register(mlm_model, mlm_metrics, config, "mlm")],
+    )
     publish_registrations_table(registrations, "both")
     return registrations
 

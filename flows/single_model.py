@@ -12,6 +12,7 @@ from lmpipe.config.schema import PipelineConfig
 from lmpipe.objectives import Objective
 from lmpipe.orchestration.preflight import preflight
 from lmpipe.orchestration.reports import publish_registrations_table
+from lmpipe.store.keys import located
 from tasks.download import download
 from tasks.evaluate import evaluate
 from tasks.flatten import flatten
@@ -30,7 +31,7 @@ def train_and_register(config: PipelineConfig, objective: Objective) -> list[str
     blocks = group(tokens, config)
     model = TRAIN_TASKS[objective](blocks, tokens, config)
     metrics = evaluate(model, blocks, config, objective)
-    registrations = [register(model, metrics, config, objective)]
+    registrations = located(config.artifacts.root, [register(model, metrics, config, objective)])
     publish_registrations_table(registrations, objective)
     return registrations
 

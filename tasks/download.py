@@ -37,7 +37,7 @@ def download_output_dir(config: PipelineConfig) -> Path:
     **cached_stage(download_output_dir),
 )
 def download(config: PipelineConfig) -> str:
-    """Fetch the corpus and save a train/test split; returns the artifact directory."""
+    """Fetch the corpus and save a train/test split; returns the artifact's reference."""
     return build_download(config)
 
 
@@ -45,11 +45,15 @@ def build_download(config: PipelineConfig, log: Log | None = None) -> str:
     """The task's body, callable outside a flow run with a logger (bench/scale_bench.py)."""
     # Imported here, not at the top: a cached run computes keys only, and never loads the work's libraries.
     from lmpipe.data.download import download_dataset
+    from lmpipe.data.hub_revision import hub_revision_for_download
 
+    record = {"data": config.data.model_dump()}
+    if config.data.source == "hub":  # the commit the key names and the download reads, for the version's lineage
+        record["hub_commit"] = hub_revision_for_download(config.data)
     return build_stage(
         download_output_dir(config),
         "download",
-        {"data": config.data.model_dump()},
+        record,
         lambda scratch, log: download_dataset(config.data, scratch, log),
         log,
     )

@@ -11,7 +11,7 @@ from lmpipe.evaluation.eval_set import eval_set_fingerprint
 from lmpipe.objectives import Objective
 from lmpipe.orchestration.caching import Log, build_stage, cached_stage
 from lmpipe.store.code_version import code_version
-from lmpipe.store.keys import artifact_dir
+from lmpipe.store.keys import artifact_dir, artifact_path, artifact_ref
 
 LIBRARIES = ("torch", "transformers")  # the libraries that shape this stage's output
 
@@ -19,7 +19,7 @@ LIBRARIES = ("torch", "transformers")  # the libraries that shape this stage's o
 def evaluate_output_dir(model_dir: str, blocks_dir: str, config: PipelineConfig, objective: Objective) -> Path:
     inputs = {
         "model": Path(model_dir).name,
-        "eval_set": eval_set_fingerprint(Path(blocks_dir), config, objective),
+        "eval_set": eval_set_fingerprint(artifact_path(config.artifacts.root, blocks_dir), config, objective),
         "batch_size": config.eval.batch_size,
         "card": config.card.model_dump(mode="json"),  # the samples are part of this artifact
         "code": code_version(__name__, LIBRARIES),
@@ -31,20 +31,22 @@ def evaluate_output_dir(model_dir: str, blocks_dir: str, config: PipelineConfig,
 def evaluate(model_dir: str, blocks_dir: str, config: PipelineConfig, objective: Objective) -> str:
     """Perplexity of base and trained model on the test blocks, and the model card's samples.
 
-    Returns the directory holding metrics.json and samples.json.
+    Returns the reference of the artifact holding metrics.json and samples.json.
     """
     # Imported here, not at the top: a cached run computes keys only, and never loads the work's libraries.
     from lmpipe.evaluation.report import write_evaluation
     from lmpipe.store.manifest import require_intact
 
+    model, blocks = artifact_path(config.artifacts.root, model_dir), artifact_path(config.artifacts.root, blocks_dir)
+
     def build(scratch: Path, log: Log) -> None:
-        require_intact(Path(blocks_dir), "dataset/test/")  # the blocks it scores, checked before a model sees them
-        require_intact(Path(model_dir))  # and the model scored: what register hands to review
-        write_evaluation(objective, Path(model_dir), Path(blocks_dir), config, scratch, log)
+        require_intact(blocks, "dataset/test/")  # the blocks it scores, checked before a model sees them
+        require_intact(model)  # and the model scored: what register hands to review
+        write_evaluation(objective, model, blocks, config, scratch, log)
 
     return build_stage(
         evaluate_output_dir(model_dir, blocks_dir, config, objective),
         "evaluate",
-        {"model": model_dir, "blocks": blocks_dir},
+        {"model": artifact_ref(model), "blocks": artifact_ref(blocks)},
         build,
     )

@@ -9,7 +9,7 @@ from prefect import task
 from lmpipe.config.schema import PipelineConfig
 from lmpipe.orchestration.caching import Log, build_stage, cached_stage
 from lmpipe.store.code_version import code_version
-from lmpipe.store.keys import artifact_dir
+from lmpipe.store.keys import artifact_dir, artifact_path, artifact_ref
 
 LIBRARIES = ("datasets", "pyarrow")  # the libraries that shape this stage's output
 
@@ -25,7 +25,7 @@ def flatten_output_dir(download_dir: str, config: PipelineConfig) -> Path:
 
 @task(name="flatten", **cached_stage(flatten_output_dir))
 def flatten(download_dir: str, config: PipelineConfig) -> str:
-    """Flatten nested columns and join the text field; returns the artifact directory."""
+    """Flatten nested columns and join the text field; returns the artifact's reference."""
     return build_flatten(download_dir, config)
 
 
@@ -35,10 +35,11 @@ def build_flatten(download_dir: str, config: PipelineConfig, log: Log | None = N
     from lmpipe.data.flatten import flatten_dataset
 
     field = config.data.text_field
+    upstream = artifact_path(config.artifacts.root, download_dir)
     return build_stage(
         flatten_output_dir(download_dir, config),
         "flatten",
-        {"upstream": download_dir, "text_field": field},
-        lambda scratch, log: flatten_dataset(Path(download_dir), field, scratch, log),
+        {"upstream": artifact_ref(upstream), "text_field": field},
+        lambda scratch, log: flatten_dataset(upstream, field, scratch, log),
         log,
     )

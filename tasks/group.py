@@ -12,7 +12,7 @@ from prefect import task
 from lmpipe.config.schema import PipelineConfig
 from lmpipe.orchestration.caching import Log, build_stage, cached_stage
 from lmpipe.store.code_version import code_version
-from lmpipe.store.keys import artifact_dir
+from lmpipe.store.keys import artifact_dir, artifact_path, artifact_ref
 
 LIBRARIES = ("numpy", "pyarrow")  # the libraries that shape this stage's output
 
@@ -29,7 +29,7 @@ def group_output_dir(tokenize_dir: str, config: PipelineConfig) -> Path:
 
 @task(name="group", **cached_stage(group_output_dir))
 def group(tokenize_dir: str, config: PipelineConfig) -> str:
-    """Concatenate and cut into block_size blocks; returns the artifact directory."""
+    """Concatenate and cut into block_size blocks; returns the artifact's reference."""
     return build_group(tokenize_dir, config)
 
 
@@ -39,10 +39,11 @@ def build_group(tokenize_dir: str, config: PipelineConfig, log: Log | None = Non
     from lmpipe.data.blocks import group_dataset
 
     data = config.data
+    upstream = artifact_path(config.artifacts.root, tokenize_dir)
     return build_stage(
         group_output_dir(tokenize_dir, config),
         "group",
-        {"upstream": tokenize_dir, "block_size": data.block_size, "remainder": data.remainder},
-        lambda scratch, log: group_dataset(Path(tokenize_dir), data.block_size, data.remainder, scratch, log),
+        {"upstream": artifact_ref(upstream), "block_size": data.block_size, "remainder": data.remainder},
+        lambda scratch, log: group_dataset(upstream, data.block_size, data.remainder, scratch, log),
         log,
     )

@@ -18,7 +18,7 @@ from lmpipe.orchestration.reports import publish_registration
 from lmpipe.orchestration.retries import retry_unless_input_error
 from lmpipe.registry.identity import registered_name, registration_key, tracking_uri
 from lmpipe.store.code_version import code_version
-from lmpipe.store.keys import artifact_dir
+from lmpipe.store.keys import artifact_dir, artifact_path, artifact_ref
 
 LIBRARIES = ("mlflow",)  # the libraries that shape this stage's output
 
@@ -43,15 +43,22 @@ def register_output_dir(model_dir: str, eval_dir: str, config: PipelineConfig, o
     **cached_stage(register_output_dir),
 )
 def register(model_dir: str, eval_dir: str, config: PipelineConfig, objective: Objective) -> str:
-    """Log to MLflow, register a version and give it an alias; returns the directory holding registration.json."""
+    """Log to MLflow, register a version and give it an alias; returns the reference of the artifact holding
+    registration.json."""
     # Imported here, not at the top: a cached run computes keys only, and never loads the work's libraries.
+    from lmpipe.orchestration.registry_writer import registry_writer
     from lmpipe.registry.register import register_model
 
-    # Under the artifact's lock, so two runs of the same artifacts find-or-create one version.
+    model, evaluation = artifact_path(config.artifacts.root, model_dir), artifact_path(config.artifacts.root, eval_dir)
+
+    # Under the artifact's lock (runs sharing this root) and the model's registry writer limit (any machine
+    # sharing the Prefect server), so two runs of the same artifacts find-or-create one version.
     def build(scratch: Path, log: Log) -> None:
-        registration = register_model(objective, Path(model_dir), Path(eval_dir), config, current_flow_run(), log)
+        registration = register_model(
+            objective, model, evaluation, config, current_flow_run(), log, lambda name: registry_writer(name, log)
+        )
         (scratch / "registration.json").write_text(json.dumps(registration, indent=2))
         publish_registration(registration)
 
     out = register_output_dir(model_dir, eval_dir, config, objective)
-    return build_stage(out, "register", {"model": model_dir, "eval": eval_dir}, build)
+    return build_stage(out, "register", {"model": artifact_ref(model), "eval": artifact_ref(evaluation)}, build)

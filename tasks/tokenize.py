@@ -14,7 +14,7 @@ from lmpipe.config.schema import PipelineConfig
 from lmpipe.data.tokenizer_choice import tokenizer_identity
 from lmpipe.orchestration.caching import Log, build_stage, cached_stage
 from lmpipe.store.code_version import code_version
-from lmpipe.store.keys import artifact_dir
+from lmpipe.store.keys import artifact_dir, artifact_path, artifact_ref
 
 if TYPE_CHECKING:  # a type only: which objective is in the key, not the table's code
     from lmpipe.objectives import Objective
@@ -34,7 +34,7 @@ def tokenize_output_dir(flat_dir: str, config: PipelineConfig, objective: Object
 
 @task(name="tokenize", **cached_stage(tokenize_output_dir))
 def tokenize(flat_dir: str, config: PipelineConfig, objective: Objective) -> str:
-    """Tokenize the text column (training a BPE first if no tokenizer is given); returns the artifact directory."""
+    """Tokenize the text column (training a BPE first if no tokenizer is given); returns the artifact's reference."""
     return build_tokenize(flat_dir, config, objective)
 
 
@@ -43,10 +43,11 @@ def build_tokenize(flat_dir: str, config: PipelineConfig, objective: Objective, 
     # Imported here, not at the top: a cached run computes keys only, and never loads the work's libraries.
     from lmpipe.data.tokenize import tokenize_dataset
 
+    upstream = artifact_path(config.artifacts.root, flat_dir)
     return build_stage(
         tokenize_output_dir(flat_dir, config, objective),
         "tokenize",
-        {"upstream": flat_dir, "tokenizer": tokenizer_identity(config, objective)},
-        lambda scratch, log: tokenize_dataset(Path(flat_dir), config, objective, scratch, log),
+        {"upstream": artifact_ref(upstream), "tokenizer": tokenizer_identity(config, objective)},
+        lambda scratch, log: tokenize_dataset(upstream, config, objective, scratch, log),
         log,
     )

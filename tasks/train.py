@@ -16,7 +16,8 @@ from lmpipe.objectives import Objective, spec_of
 from lmpipe.orchestration.caching import cached_stage
 from lmpipe.orchestration.reports import TrainingProgress
 from lmpipe.store.code_version import code_version
-from lmpipe.store.keys import artifact_dir
+from lmpipe.store.keys import artifact_dir, artifact_path, artifact_ref
+from lmpipe.store.usage import mark_used
 from lmpipe.training.job import NOT_TRAINED_BY
 from lmpipe.training.placement import placement_of
 
@@ -58,7 +59,7 @@ def checkpoint_dir(blocks_dir: str, tokenize_dir: str, config: PipelineConfig, o
 
 
 def train(blocks_dir: str, tokenize_dir: str, config: PipelineConfig, objective: Objective) -> str:
-    """The body of both training tasks; returns the directory of the saved model."""
+    """The body of both training tasks; returns the reference of the saved model's artifact."""
     # Imported here, not at the top: a cached run computes keys only (torch alone, for the device), and never
     # loads transformers.
     from lmpipe.training.launcher import train_once
@@ -66,8 +67,10 @@ def train(blocks_dir: str, tokenize_dir: str, config: PipelineConfig, objective:
     out = train_output_dir(blocks_dir, tokenize_dir, config, objective)
     checkpoints = checkpoint_dir(blocks_dir, tokenize_dir, config, objective)
     progress = TrainingProgress(spec_of(objective).train_stage)
-    train_once(objective, out, checkpoints, blocks_dir, tokenize_dir, config, get_run_logger(), progress.update)
-    return str(out)
+    blocks, tokens = (str(artifact_path(config.artifacts.root, ref)) for ref in (blocks_dir, tokenize_dir))
+    train_once(objective, out, checkpoints, blocks, tokens, config, get_run_logger(), progress.update)
+    mark_used(out)
+    return artifact_ref(out)
 
 
 @task(name=spec_of("clm").train_stage, **cached_stage(partial(train_output_dir, objective="clm")))

@@ -5,6 +5,7 @@ lmpipe config --config configs/default.yaml --set train.learning_rate=5e-4   # p
 lmpipe models                                                                # registered versions
 lmpipe predict eli5-mlm "Return the <mask> of the file."
 lmpipe verify tokenize --config configs/default.yaml                         # checksum every artifact byte
+lmpipe gc --dry-run --older-than 30 --config configs/default.yaml            # what no registered model needs
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import signal
 import sys
 
 from lmpipe.cli.console import one_line_console_logs
+from lmpipe.cli.gc_command import collect_garbage, days
 from lmpipe.cli.offline import apply_offline_defaults
 from lmpipe.cli.tables import models_table, summary_table, verify_table
 from lmpipe.errors import ConfigError, TemporaryServerFailed
@@ -63,8 +65,21 @@ def parser() -> argparse.ArgumentParser:
     verify.add_argument(
         "stage", nargs="?", default=None, help="only this stage's artifacts, e.g. tokenize (default: all)"
     )
+    gc_about = (
+        "delete artifacts no registered model version needs and no run used lately, old checkpoints, "
+        "and what killed builds left"
+    )
+    gc = commands.add_parser("gc", help=gc_about, description=gc_about[0].upper() + gc_about[1:] + ".")
+    gc.add_argument("--dry-run", action="store_true", help="list what would be deleted; delete nothing")
+    gc.add_argument(
+        "--older-than",
+        type=days,
+        default=7.0,
+        metavar="DAYS",
+        help="keep artifacts a run used, and checkpoints written, within this many days (default: 7)",
+    )
     show.add_argument("--reference", action="store_true", help="print the markdown config reference instead")
-    for sub in (run, show, verify):
+    for sub in (run, show, verify, gc):
         sub.add_argument("--config", "-c", default=None, help="YAML config file (default: built-in defaults)")
         sub.add_argument(
             "--set",
@@ -103,6 +118,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "verify":
         return verify_artifacts(config.artifacts.root, args.stage)
+    if args.command == "gc":
+        return collect_garbage(config, args.older_than, args.dry_run)
     return run_flow(args.flow, config, verbose=args.verbose)
 
 

@@ -64,3 +64,11 @@ def verify_table(checks: Sequence[Any]) -> str:
         for c in checks
     ]
     return text_table(("stage", "artifact", "files", "MB", "result"), rows)
+
+
+def gc_table(freed: Sequence[Any]) -> str:
+    """`lmpipe gc`: one row per directory it frees (lmpipe.store.gc.Garbage)."""
+    if not freed:
+        return "nothing to free"
+    rows = [(g.kind, g.ref, f"{g.bytes / 1e6:,.1f}", g.why) for g in freed]
+    return text_table(("kind", "where", "MB", "why"), rows)

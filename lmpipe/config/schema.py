@@ -284,6 +284,11 @@ class EvalConfig(_Section):
 # ---------------------------------------------------------------------------- registry / artifacts
 
 
+# Registered model names: see RegistryConfig._registrable_name for where each limit comes from.
+REFUSED_IN_MODEL_NAMES = "/:'\"\\`%&<>?#"
+MAX_MODEL_NAME_LENGTH = 256
+
+
 class RegistryConfig(_Section):
     tracking_uri: str | None = Field(
         None,
@@ -291,19 +296,43 @@ class RegistryConfig(_Section):
         "'mlflow.db' in the working directory.",
     )
     experiment: str = Field("lm-pipeline", description="MLflow experiment that holds the training runs.")
-    clm_model_name: str = Field("eli5-clm", min_length=1, description="Registered model name of the causal LM.")
-    mlm_model_name: str = Field("eli5-mlm", min_length=1, description="Registered model name of the masked LM.")
+    clm_model_name: str = Field(
+        "eli5-clm",
+        min_length=1,
+        description=f"Registered model name of the causal LM: at most {MAX_MODEL_NAME_LENGTH} characters, "
+        "without quotes, backslashes, backticks, control characters or any of / : % & < > ? #.",
+    )
+    mlm_model_name: str = Field(
+        "eli5-mlm",
+        min_length=1,
+        description="Registered model name of the masked LM (same rules as clm_model_name).",
+    )
 
     @field_validator("clm_model_name", "mlm_model_name")
     @classmethod
     def _registrable_name(cls, name: str) -> str:
-        # MLflow refuses '/' and ':' only when the version is created, after training; quotes and
-        # backslashes would break the filters that find a model's versions.
-        refused = sorted({c for c in name if c in "/:'\"\\`"})
+        # Each refusal here would otherwise surface only at register, after training:
+        #   / :         MLflow refuses them when the version is created;
+        #   ' " \ `     would break the MLflow filter strings that find a model's versions;
+        #   % & < >     Prefect 3.8 refuses them in the concurrency limit `lmpipe-register-<name>`
+        #               (prefect.types.names.BANNED_CHARACTERS, with '/');
+        #   ? #         its client puts that name unescaped into a URL path (reads by name would break).
+        refused = sorted({c for c in name if c in REFUSED_IN_MODEL_NAMES})
         if refused:
             raise ValueError(f"a registered model name cannot contain {' '.join(refused)}")
+        # Control characters, newlines, tabs and other invisible ones; repr() keeps the message on one line.
+        unprintable = sorted({c for c in name if not c.isprintable()})
+        if unprintable:
+            shown = " ".join(repr(c) for c in unprintable)
+            raise ValueError(f"a registered model name must be printable: it contains {shown}")
+        if not name.strip():
+            raise ValueError("a registered model name cannot be empty or only spaces")
         if name != name.strip() or name in (".", ".."):
             raise ValueError("a registered model name cannot be '.' or '..', or start or end with a space")
+        # MLflow's SQL stores keep the name in a VARCHAR(256) (PostgreSQL and MySQL enforce it); Prefect's
+        # concurrency limit names have no length limit, so MLflow's is the stricter.
+        if len(name) > MAX_MODEL_NAME_LENGTH:
+            raise ValueError(f"a registered model name is at most {MAX_MODEL_NAME_LENGTH} characters, not {len(name)}")
         return name
 
     promote: bool = Field(

@@ -33,6 +33,7 @@ from lmpipe.config.schema import STREAMED_SPLIT, DataConfig
 from lmpipe.data import builtin_corpus
 from lmpipe.data.file_formats import DECOMPRESSION_ERRORS, builder_for, unreadable_files_error
 from lmpipe.data.hub import require_hub
+from lmpipe.data.hub_revision import hub_revision_for_download
 from lmpipe.data.sources import describe_source, local_files
 from lmpipe.data.text_field import texts_of
 from lmpipe.errors import PipelineInputError
@@ -65,7 +66,9 @@ def streamed(data: DataConfig) -> IterableDataset:
             builder_for(files, data.format), data_files=[str(f) for f in files], split=name, streaming=True
         )
     else:
-        stream = load_dataset(data.path, data.hub_config_name, split=name, revision=data.revision, streaming=True)
+        stream = load_dataset(
+            data.path, data.hub_config_name, split=name, revision=hub_revision_for_download(data), streaming=True
+        )
     if start:
         stream = stream.skip(start)
     return stream.take(stop - start) if stop is not None else stream
@@ -78,7 +81,7 @@ def materialized(data: DataConfig, cache_dir: Path) -> Dataset:
         builder = builder_for(files, data.format)
         return load_dataset(builder, data_files=[str(f) for f in files], split=data.split, cache_dir=str(cache_dir))
     # The user's Hugging Face cache, not ours: with HF_HUB_OFFLINE=1 that is where a copy is found.
-    return load_dataset(data.path, data.hub_config_name, split=data.split, revision=data.revision)
+    return load_dataset(data.path, data.hub_config_name, split=data.split, revision=hub_revision_for_download(data))
 
 
 def source_batches(data: DataConfig, cache_dir: Path) -> Iterator[pa.Table]:

@@ -1,9 +1,11 @@
 """Prefect's cache, keyed by each stage's content-addressed artifact directory.
 
-A stage returns the path of its artifact, never the data, and its Prefect cache key is derived
-from that path. Before every lookup the key function checks the directory is still there and
-complete; if it is not (deleted, or a failed build), it expires Prefect's record, so the stage
-runs again instead of returning a stale path.
+A stage returns the reference `<stage>/<key>` of its artifact, never the data and never an absolute
+path, and its Prefect cache key is that reference. Both are the same wherever the artifact volume is
+mounted, and the records live on that volume (lmpipe.orchestration.result_records), so any worker
+that mounts it sees the stage Cached. Before every lookup the key function checks the directory is
+still there and complete; if it is not (deleted, or a failed build), it expires Prefect's record, so
+the stage runs again instead of returning a stale reference.
 """
 
 from __future__ import annotations
@@ -16,9 +18,11 @@ from typing import Any
 
 from prefect import get_run_logger
 
-from lmpipe.store.keys import fingerprint
+from lmpipe.orchestration.result_records import keep_records_under
+from lmpipe.store.keys import artifact_ref
 from lmpipe.store.manifest import is_complete
 from lmpipe.store.publish import ensure_built
+from lmpipe.store.usage import mark_used
 
 Log = logging.Logger | logging.LoggerAdapter
 
@@ -32,8 +36,12 @@ def cached_stage(output_dir_of: Callable[..., Path]) -> dict[str, Any]:
     def cache_key(context: Any, parameters: dict[str, Any]) -> str:
         out = output_dir_of(**parameters)
         key = cache_key_of(out)
-        if not is_complete(out):
-            forget_cached_result(getattr(context, "result_store", None), key)
+        store = getattr(context, "result_store", None)
+        keep_records_under(store, out.parent.parent)  # before Prefect looks the key up in that store
+        if is_complete(out):
+            mark_used(out)  # what `lmpipe gc` keeps: artifacts a run looked up lately
+        else:
+            forget_cached_result(store, key)
         return key
 
     return dict(cache_key_fn=cache_key, persist_result=True, result_serializer="json")
@@ -43,15 +51,17 @@ def build_stage(
     out: Path, stage: str, inputs: dict[str, Any], build: Callable[[Path, Log], object], log: Log | None = None
 ) -> str:
     """A stage task's body: publish `out` with `build(scratch, log)` unless it is already complete, logging
-    to the task run (or to `log`, outside one); returns the artifact's path, which is what a task hands on."""
+    to the task run (or to `log`, outside one); returns the artifact's reference, which is what a task hands on.
+    `inputs` names upstream artifacts by reference (artifact_ref), so the manifest holds no mount point."""
     log = log or get_run_logger()
     ensure_built(out, stage, inputs, lambda scratch: build(scratch, log), log)
-    return str(out)
+    mark_used(out)
+    return artifact_ref(out)
 
 
 def cache_key_of(directory: Path) -> str:
-    """Prefect cache key of an artifact directory: stage name plus a hash of its full path."""
-    return f"lmpipe-{directory.parent.name}-{fingerprint(str(directory))}"
+    """Prefect cache key of an artifact directory: `lmpipe-<stage>-<key>`, the same on every mount point."""
+    return f"lmpipe-{directory.parent.name}-{directory.name}"
 
 
 def forget_cached_result(store: Any, key: str) -> None:

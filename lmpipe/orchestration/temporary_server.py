@@ -149,10 +149,21 @@ def connected_to(server: TemporaryServer | None, timeout_s: int) -> Iterator[Non
 
     server.wait_until_ready(timeout_s)
     with temporary_settings(updates={PREFECT_API_URL: server.api_url}):
+        _SERVING_THIS_PROCESS_ALONE.add(server.api_url)
         try:
             yield
         finally:
+            _SERVING_THIS_PROCESS_ALONE.discard(server.api_url)
             send_what_prefect_queued()
+
+
+# API URLs of the temporary servers this process started: no other process talks to them.
+_SERVING_THIS_PROCESS_ALONE: set[str] = set()
+
+
+def serves_this_process_alone(api_url: str | None) -> bool:
+    """Is `api_url` a temporary server `lmpipe run` started for this process's run alone?"""
+    return api_url in _SERVING_THIS_PROCESS_ALONE
 
 
 def send_what_prefect_queued(timeout_s: float = 10) -> None:

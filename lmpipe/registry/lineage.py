@@ -15,7 +15,7 @@ from datasets import load_from_disk
 
 from lmpipe.config.schema import PipelineConfig
 from lmpipe.objectives import Objective
-from lmpipe.store.keys import file_digest, fingerprint
+from lmpipe.store.keys import artifact_path, file_digest, fingerprint
 from lmpipe.store.manifest import read_manifest
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -53,10 +53,12 @@ def tokenizer_hash(model_dir: Path) -> str:
 
 
 def upstream_dirs(blocks_dir: Path) -> dict[str, Path]:
-    """The artifact chain behind a group artifact, read from each manifest: group <- tokenize <- flatten <- download."""
+    """The artifact chain behind a group artifact, read from each manifest: group <- tokenize <- flatten <- download.
+    Each manifest names its upstream by reference, resolved under the root this group artifact is in."""
+    root = blocks_dir.parent.parent
     chain = {"group": blocks_dir}
     for stage, child in (("tokenize", "group"), ("flatten", "tokenize"), ("download", "flatten")):
-        chain[stage] = Path(read_manifest(chain[child])["inputs"]["upstream"])
+        chain[stage] = artifact_path(root, read_manifest(chain[child])["inputs"]["upstream"])
     return chain
 
 
@@ -72,15 +74,19 @@ def block_counts(blocks_dir: Path) -> dict[str, int]:
     return counts
 
 
-def data_source(config: PipelineConfig) -> tuple[str, str]:
-    """(source, revision) of the corpus as a reviewer would name them."""
+def data_source(config: PipelineConfig, hub_commit: str | None = None) -> tuple[str, str]:
+    """(source, revision) of the corpus as a reviewer would name them; `hub_commit` is the commit the download
+    read (its manifest records it), which says more than the branch or the absence of a pin."""
     data = config.data
     if data.source == "builtin":
         return "builtin: Python standard library docstrings", "the stdlib of the Python that ran download"
     if data.source == "local":
         return f"local: {data.path} [{data.split}]", "file contents (see data.download)"
     name = data.path if data.hub_config_name is None else f"{data.path}/{data.hub_config_name}"
-    return f"hub: {name} [{data.split}]", data.revision or "unpinned (the hub's default branch)"
+    given = data.revision or "unpinned (the hub's default branch)"
+    return f"hub: {name} [{data.split}]", (
+        f"{hub_commit} (resolved from {given})" if hub_commit and hub_commit != data.revision else given
+    )
 
 
 def model_base(config: PipelineConfig, objective: Objective) -> tuple[str, str]:
@@ -104,7 +110,7 @@ def lineage_tags(
     """Every lineage tag of a model version, as strings; tokenizer_source None means trained here."""
     chain = upstream_dirs(blocks_dir)
     counts = block_counts(blocks_dir)
-    source, revision = data_source(config)
+    source, revision = data_source(config, read_manifest(chain["download"])["inputs"].get("hub_commit"))
     base, base_config = model_base(config, objective)
     tags = {
         "data.fingerprint": blocks_dir.name,

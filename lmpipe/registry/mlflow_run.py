@@ -7,6 +7,7 @@ register attempt that dies in between is recognised (and never reused) by the ne
 from __future__ import annotations
 
 import json
+import logging
 import tempfile
 import time
 from collections.abc import Iterator
@@ -17,9 +18,12 @@ from typing import Any
 
 from lmpipe.config.schema import PipelineConfig
 from lmpipe.objectives import Objective, spec_of
+from lmpipe.registry.large_upload import multipart_upload_if_needed
 from lmpipe.registry.mlflow_compat import pipeline_classes_resolved
 from lmpipe.registry.secrets import masked
 from lmpipe.store.manifest import MANIFEST
+
+_log = logging.getLogger(__name__)
 
 KEY_TAG = "lmpipe.fingerprint"  # on the run and the version: the idempotency key
 MODEL_URI_TAG = "lmpipe.model_uri"  # on the run, once its model is logged: the run can be registered
@@ -142,6 +146,7 @@ def log_training_run(
     train_metrics: dict[str, Any],
     config: PipelineConfig,
     lineage: dict[str, str],
+    log: logging.Logger | logging.LoggerAdapter = _log,
 ) -> tuple[str, str]:
     """One MLflow run with everything but the version; returns (run id, model URI)."""
     import mlflow
@@ -162,7 +167,11 @@ def log_training_run(
             ],
         )
         log_datasets(config, blocks_dir, lineage)
-        with pipeline_classes_resolved(), model_files_view(model_dir) as checkpoint:
+        with (
+            pipeline_classes_resolved(),
+            model_files_view(model_dir) as checkpoint,
+            multipart_upload_if_needed(checkpoint, log),  # a file over 5 GiB goes up in parts
+        ):
             info = mlflow.transformers.log_model(
                 # The saved checkpoint, not loaded components: MLflow copies the files as they are,
                 # instead of loading the model and serializing it again (register needs no model memory).

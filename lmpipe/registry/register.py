@@ -18,6 +18,8 @@ from __future__ import annotations
 import json
 import logging
 import math
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -35,11 +37,15 @@ from lmpipe.registry.model_card import CardFacts, description_of, render
 from lmpipe.registry.promotion import ALIAS_TAG, REASON_TAG, Candidate, Decision, gate
 from lmpipe.registry.secrets import link, mask_url
 from lmpipe.registry.tracking import experiment_id_for, mlflow_ui_base
+from lmpipe.store.keys import artifact_path, artifact_ref
 from lmpipe.store.manifest import read_manifest
 
 _log = logging.getLogger(__name__)
 
 COMPLETE_TAG = "lmpipe.complete"  # on the version, written last: card, tags and alias are all in place
+ARTIFACTS_TAG = "lmpipe.artifacts"  # on the version: the model and evaluation artifacts it was made from
+
+WriterGuard = Callable[[str], AbstractContextManager[None]]  # the model's name -> held while writing it
 
 
 # ---------------------------------------------------------------------------- version
@@ -66,6 +72,10 @@ def registered_perplexity_on(
     return perplexity_from_loss(loss)
 
 
+def no_guard(_name: str) -> AbstractContextManager[None]:
+    return nullcontext()
+
+
 def register_model(
     objective: Objective,
     model_dir: Path,
@@ -73,8 +83,12 @@ def register_model(
     config: PipelineConfig,
     flow_run: FlowRun = OUTSIDE_PREFECT,
     log: logging.Logger | logging.LoggerAdapter = _log,
+    writer_guard: WriterGuard = no_guard,
 ) -> dict[str, Any]:
-    """Log, register, gate and describe one model version; returns what was registered."""
+    """Log, register, gate and describe one model version; returns what was registered.
+
+    Finding or creating the version and deciding its alias happen inside `writer_guard(name)`: the register
+    task passes a Prefect global concurrency limit per model, so runs on different machines take turns."""
     import mlflow
     from mlflow import MlflowClient
 
@@ -88,15 +102,33 @@ def register_model(
     mlflow.set_tracking_uri(uri)
     client = MlflowClient(uri)
     name = registered_name(config, objective)
-    key = registration_key(model_dir, eval_dir)
+    with writer_guard(name):
+        return write_version(client, name, objective, model_dir, eval_dir, metrics, config, flow_run, log)
 
+
+def write_version(
+    client: Any,
+    name: str,
+    objective: Objective,
+    model_dir: Path,
+    eval_dir: Path,
+    metrics: dict[str, Any],
+    config: PipelineConfig,
+    flow_run: FlowRun,
+    log: logging.Logger | logging.LoggerAdapter,
+) -> dict[str, Any]:
+    """register_model's work, done by the model's only writer: find or create the version, gate it, describe it."""
+    import mlflow
+
+    uri = tracking_uri(config)
+    key = registration_key(model_dir, eval_dir)
     existing = find_registered_version(client, name, key)
     if existing is not None and existing.tags.get(COMPLETE_TAG) == "true":
         log.info(f"register: {name} version {existing.version} already holds these artifacts; not adding another")
         return registration_record(client, config, objective, name, existing, metrics)
 
     train_metrics = json.loads((model_dir / "train_metrics.json").read_text())
-    blocks_dir = Path(read_manifest(eval_dir)["inputs"]["blocks"])
+    blocks_dir = artifact_path(config.artifacts.root, read_manifest(eval_dir)["inputs"]["blocks"])
     lineage = lineage_tags(
         config, objective, model_dir, blocks_dir, tokenizer_source(config, objective), flow_run.id, flow_run.url
     )
@@ -119,6 +151,7 @@ def register_model(
                 train_metrics,
                 config,
                 lineage,
+                log,
             )
         version_tags = {
             KEY_TAG: key,
@@ -126,6 +159,8 @@ def register_model(
             "eval.set": metrics["eval_set"],
             "perplexity": f"{metrics['perplexity']:.4f}",
             "base_perplexity": f"{metrics['base_perplexity']:.4f}",
+            # What this version needs kept on the artifact root (`lmpipe gc`), by reference.
+            ARTIFACTS_TAG: json.dumps([artifact_ref(model_dir), artifact_ref(eval_dir)]),
             **lineage,
         }
         version = int(mlflow.register_model(model_uri, name, tags=version_tags).version)

@@ -43,6 +43,7 @@ NOT_FOLLOWED = (
     "lmpipe.store.manifest",
     "lmpipe.store.locks",
     "lmpipe.store.publish",
+    "lmpipe.store.usage",
     "lmpipe.store.code_version",
     "lmpipe.orchestration",
     "lmpipe.errors",

@@ -21,9 +21,9 @@ def exclusive(directory: Path, log: logging.Logger | logging.LoggerAdapter = _lo
     by SIGKILL), so a crashed run never leaves a stale lock behind. The lock file itself stays, as
     deleting it would race with a run that has just opened it.
     """
-    locks = directory.parent.parent / LOCKS
-    locks.mkdir(parents=True, exist_ok=True)
-    with open(locks / f"{directory.parent.name}-{directory.name}.lock", "a") as lock:
+    path = lock_file(directory)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as lock:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -31,5 +31,32 @@ def exclusive(directory: Path, log: logging.Logger | logging.LoggerAdapter = _lo
             fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def lock_file(directory: Path) -> Path:
+    """The lock file of the artifact at `<root>/<stage>/<key>`: `<root>/.locks/<stage>-<key>.lock`."""
+    return directory.parent.parent / LOCKS / f"{directory.parent.name}-{directory.name}.lock"
+
+
+@contextmanager
+def try_exclusive(directory: Path, create: bool = True) -> Iterator[bool]:
+    """Hold the lock `exclusive(directory)` takes if no one holds it now (yields True); yields False at once if
+    someone does. create=False makes no lock file where none is (a dry run changes nothing on the root): no
+    one can hold a lock whose file is not there."""
+    path = lock_file(directory)
+    if not create and not path.is_file():
+        yield True
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a" if create else "r") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)

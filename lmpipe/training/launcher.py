@@ -27,6 +27,7 @@ from lmpipe.data.tokenizer_choice import tokenizer_origin
 from lmpipe.errors import PipelineInputError, TrainingFailed
 from lmpipe.models.base import require_objective_tokens
 from lmpipe.objectives import Objective, spec_of
+from lmpipe.store.keys import artifact_ref
 from lmpipe.store.locks import exclusive
 from lmpipe.store.manifest import require_intact
 from lmpipe.store.publish import ensure_built
@@ -88,8 +89,18 @@ def train_once(
 
     # One trainer per checkpoint directory: runs that split one global batch differently share it.
     with exclusive(checkpoint_dir, log):
-        if ensure_built(out, label, job.model_dump(mode="json"), build, log):
+        if ensure_built(out, label, manifest_inputs(job), build, log):
             shutil.rmtree(checkpoint_dir, ignore_errors=True)  # the model is published: nothing to resume
+
+
+def manifest_inputs(job: TrainingJob) -> dict[str, Any]:
+    """The job as the model's manifest records it: its artifacts by reference, so no mount point is kept."""
+    tokenizer = Path(job.tokenizer_dir)
+    return job.model_dump(mode="json") | {
+        "blocks_dir": artifact_ref(job.blocks_dir),
+        "tokenizer_dir": f"{artifact_ref(tokenizer.parent)}/{tokenizer.name}",
+        "checkpoint_dir": artifact_ref(job.checkpoint_dir),
+    }
 
 
 def run_training_process(

@@ -140,6 +140,7 @@ def test_curves_review_table_and_predict_from_the_registry(workspace, capsys):
     from transformers import pipeline
 
     from lmpipe.cli.main import main
+    from lmpipe.store.keys import artifact_path
     from lmpipe.store.manifest import read_manifest
 
     config = tiny_config(workspace)
@@ -160,7 +161,9 @@ def test_curves_review_table_and_predict_from_the_registry(workspace, capsys):
 
     # predict through the registry equals the trained model loaded on its own.
     trained = {
-        json.loads((Path(d) / "registration.json").read_text())["objective"]: read_manifest(d)["inputs"]["model"]
+        json.loads((Path(d) / "registration.json").read_text())["objective"]: str(
+            artifact_path(config.artifacts.root, read_manifest(d)["inputs"]["model"])
+        )
         for d in registrations
     }
     sentence = "Return the <mask> of the file."

@@ -32,6 +32,7 @@ from safetensors.torch import load_file
 
 from flows.both import both_flow
 from lmpipe.errors import PipelineInputError, TrainingFailed
+from lmpipe.store.keys import artifact_path
 from lmpipe.training.job import job_file_content
 from lmpipe.training.launcher import run_training_process, training_job
 from tasks.download import download
@@ -52,7 +53,10 @@ STEP_TOLERANCE = 1e-5
 @flow
 def prepare(config, objective: str) -> tuple[str, str]:
     tokens = tokenize(flatten(download(config), config), config, objective)
-    return group(tokens, config), tokens
+    # Tasks hand on references (<stage>/<key>); the training job takes directories.
+    return str(artifact_path(config.artifacts.root, group(tokens, config))), str(
+        artifact_path(config.artifacts.root, tokens)
+    )
 
 
 def start_job(workspace: Path, name: str, objective: str, processes: int, batch_size: int, *extra: str):

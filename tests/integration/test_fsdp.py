@@ -29,6 +29,7 @@ from safetensors.torch import load_file
 from test_distributed import train
 from transformers import AutoModelForCausalLM
 
+from lmpipe.store.keys import artifact_path
 from lmpipe.training import checkpoints
 from lmpipe.training.launcher import training_job
 from tasks.download import download
@@ -49,7 +50,10 @@ STEP_TOLERANCE = 1e-5
 @flow
 def prepare(config) -> tuple[str, str]:
     tokens = tokenize(flatten(download(config), config), config, "clm")
-    return group(tokens, config), tokens
+    # Tasks hand on references (<stage>/<key>); the training job takes directories.
+    return str(artifact_path(config.artifacts.root, group(tokens, config))), str(
+        artifact_path(config.artifacts.root, tokens)
+    )
 
 
 def start_job(workspace: Path, name: str, *extra: str):

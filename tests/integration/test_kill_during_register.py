@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
-from pipeline_probe import lmpipe_command, on_the_session_server, registered_versions
+from pipeline_probe import lmpipe_command, registered_versions
 
 pytestmark = pytest.mark.integration
 
@@ -50,10 +50,10 @@ def rerun_succeeds_with_one_version(command: list[str], env: dict[str, str], wor
 
 
 def test_a_kill_during_store_creation_or_first_register_never_breaks_a_rerun(workspace):
+    # Each run starts its own temporary Prefect server, killed with it, as `lmpipe run` does on a laptop. Not
+    # the session's server: that one runs no background services, so the registry writer slot (a lease) of a
+    # run killed inside register would never be taken back there (lmpipe/orchestration/registry_writer.py).
     command, env = lmpipe_command(workspace)
-    env = on_the_session_server(
-        env
-    )  # what is killed here is the run, not a server (tests/integration/test_interrupt.py)
     kill_points = [
         # (store, what must appear before the kill, seconds after it)
         ("mlflow-1.db", ".mlflow-1.db.creating-*", 0.3),  # inside MLflow's schema creation, in the pre-flight

@@ -30,6 +30,8 @@ from lmpipe.cli.services import free_port, start_mlflow_server
 from lmpipe.evaluation.perplexity import evaluate_models
 from lmpipe.registry import register as register_task
 from lmpipe.registry import review as registry_commands
+from lmpipe.store.keys import artifact_path
+from lmpipe.store.manifest import read_manifest
 
 pytestmark = pytest.mark.integration
 
@@ -131,9 +133,8 @@ def test_another_eval_set_reevaluates_the_champion_before_comparing(history):
 
     # The champion's number must be its perplexity on v4's set, not the one it was registered with:
     # evaluate v3's own artifact on that set, independently of the registry.
-    v3_model_dir = Path(json.loads(Path(better["dir"], "artifact.json").read_text())["inputs"]["model"])
-    blocks_dir = Path(json.loads(Path(other["dir"], "artifact.json").read_text())["inputs"]["eval"])
-    blocks_dir = Path(json.loads((blocks_dir / "artifact.json").read_text())["inputs"]["blocks"])
+    v3_model_dir = upstream(better["dir"], "model")
+    blocks_dir = upstream(upstream(other["dir"], "eval"), "blocks")
     expected = evaluate_models("clm", v3_model_dir, blocks_dir, history.config("eval.max_blocks=16"))["perplexity"]
     assert float(tags["champion.perplexity"]) == pytest.approx(expected, rel=1e-4)
     assert float(tags["champion.perplexity"]) != pytest.approx(better["perplexity"], rel=1e-4)
@@ -224,7 +225,7 @@ def test_predict_through_the_champion_alias_matches_the_registered_model(history
     predicted = registry_commands.predict(uri, "The json module", history.uri, max_new_tokens=12)
 
     # Independently: the champion's own training artifact, greedy decoding with plain transformers.
-    model_dir = json.loads(Path(history.registrations["better"]["dir"], "artifact.json").read_text())["inputs"]["model"]
+    model_dir = str(upstream(history.registrations["better"]["dir"], "model"))
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir)
     ids = tokenizer("The json module", return_tensors="pt", add_special_tokens=False).input_ids
@@ -234,10 +235,9 @@ def test_predict_through_the_champion_alias_matches_the_registered_model(history
 
 def test_a_retried_register_is_a_no_op(history):
     better = history.registrations["better"]
-    manifest = json.loads(Path(better["dir"], "artifact.json").read_text())["inputs"]
     before = history.client.search_model_versions(f"name = '{CLM}'")
 
-    again = register_task.register_model("clm", Path(manifest["model"]), Path(manifest["eval"]), history.config())
+    again = register_task.register_model("clm", *_artifacts_of(history, "better"), history.config())
     assert again["version"] == better["version"] and again["run_id"] == better["run_id"]
     assert len(history.client.search_model_versions(f"name = '{CLM}'")) == len(before)
     key = history.version(3).tags[register_task.KEY_TAG]
@@ -245,9 +245,14 @@ def test_a_retried_register_is_a_no_op(history):
     assert len(runs) == 1
 
 
+def upstream(artifact: str | Path, name: str) -> Path:
+    """The artifact that `artifact`'s manifest names as its input `name` (by reference, under the same root)."""
+    return artifact_path(Path(artifact).parent.parent, read_manifest(artifact)["inputs"][name])
+
+
 def _artifacts_of(history, label: str):
-    manifest = json.loads(Path(history.registrations[label]["dir"], "artifact.json").read_text())["inputs"]
-    return Path(manifest["model"]), Path(manifest["eval"])
+    registration = history.registrations[label]["dir"]
+    return upstream(registration, "model"), upstream(registration, "eval")
 
 
 def register_failing_at(monkeypatch, owner, call: str, model_dir: Path, eval_dir: Path, config) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -15,13 +16,15 @@ from pathlib import Path
 
 import pytest
 import torch
-from pipeline_probe import PROJECT_ROOT, registered_versions, tiny_config
+from pipeline_probe import LMPIPE, PROJECT_ROOT, TINY_CONFIG, on_the_session_server, registered_versions, tiny_config
 from prefect import flow
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+from prefect.client.schemas.sorting import FlowRunSort
 from safetensors.torch import load_file
 
 from flows.clm import clm_flow
+from lmpipe.store.keys import artifact_path
 from lmpipe.training.events import PROGRESS_PREFIX
 from lmpipe.training.job import TrainingJob, job_file_content
 from lmpipe.training.launcher import training_job
@@ -39,7 +42,10 @@ MAX_STEPS, EVERY = 30, 5
 @flow
 def prepare(config, objective: str) -> tuple[str, str]:
     tokens = tokenize(flatten(download(config), config), config, objective)
-    return group(tokens, config), tokens
+    # Tasks hand on references (<stage>/<key>); the training job takes directories.
+    return str(artifact_path(config.artifacts.root, group(tokens, config))), str(
+        artifact_path(config.artifacts.root, tokens)
+    )
 
 
 def job_for(workspace: Path, objective: str, name: str) -> tuple[TrainingJob, Path]:
@@ -198,3 +204,44 @@ def test_a_new_flow_run_after_a_killed_one_resumes_from_its_checkpoint(workspace
     assert registered_versions(config.registry.tracking_uri) == {"eli5-clm": [1]}
     checkpoints = workspace / "artifacts" / "checkpoints"
     assert checkpoints.is_dir() and list(checkpoints.iterdir()) == [], "checkpoints go once published"
+
+
+def test_a_run_preempted_on_one_machine_resumes_on_another_from_the_shared_root(workspace):
+    """Machine A is pre-empted mid-training. Machine B (another working directory, an empty PREFECT_HOME, the
+    volume mounted at another path) runs the same flow: it resumes from A's checkpoint, not from step 0."""
+    sets = ["train.max_steps=400", "train.checkpoint_steps=10", "train.logging_steps=50", "model.clm.hidden_size=64"]
+    stop = threading.Event()
+    killer = threading.Thread(
+        target=kill_training_after_first_checkpoint, args=(workspace / "artifacts" / "checkpoints", stop)
+    )
+    killer.start()
+    try:
+        killed = clm_flow(tiny_config(workspace, *sets), return_state=True)
+    finally:
+        stop.set()
+        killer.join()
+    assert killed.is_failed(), killed.message
+    (trajectory,) = (workspace / "artifacts" / "checkpoints").iterdir()
+    (checkpoint,) = trajectory.glob("checkpoint-*")
+
+    mount = workspace / "machine-b" / "mnt" / "artifacts"
+    mount.parent.mkdir(parents=True)
+    shutil.move(workspace / "artifacts", mount)
+    command = [str(LMPIPE), "run", "clm", "--config", str(TINY_CONFIG)]
+    for override in [f"artifacts.root={mount}", f"registry.tracking_uri=sqlite:///{workspace / 'mlflow.db'}", *sets]:
+        command += ["--set", override]
+    env = on_the_session_server({**os.environ, "PREFECT_HOME": str(workspace / "machine-b" / "prefect-home")})
+    resumed = subprocess.run(command, cwd=workspace / "machine-b", env=env, capture_output=True, text=True, timeout=900)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    wanted = f"train-clm: resuming from {checkpoint.name}"
+    deadline = time.monotonic() + 60  # the server records a run's logs a moment after they are sent
+    with get_client(sync_client=True) as client:
+        (run,) = client.read_flow_runs(sort=FlowRunSort.START_TIME_DESC, limit=1)
+        while True:
+            found = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run.id])))
+            logs = [log.message for log in found]
+            if any(wanted in message for message in logs) or time.monotonic() > deadline:
+                break
+            time.sleep(1)
+    assert any(wanted in message for message in logs), "\n".join(logs)
+    assert registered_versions(f"sqlite:///{workspace / 'mlflow.db'}") == {"eli5-clm": [1]}

@@ -10,7 +10,7 @@ import yaml
 
 from lmpipe.config.loading import apply_override, load_config
 from lmpipe.config.pretrained import max_positions_of
-from lmpipe.config.schema import PipelineConfig
+from lmpipe.config.schema import REFUSED_IN_MODEL_NAMES, PipelineConfig
 from lmpipe.errors import ConfigError
 
 CONFIGS = sorted((Path(__file__).resolve().parents[3] / "configs").glob("*.yaml"))
@@ -320,6 +320,52 @@ def test_review_settings_parse_from_the_command_line():
     )
     assert config.card.clm_prompts == ["Once upon a time"]
     assert config.registry.promote is False and config.registry.champion_margin == 0.05
+
+
+@pytest.mark.parametrize(
+    "override, expected",
+    [
+        (
+            'registry.clm_model_name=my"model',
+            "registry.clm_model_name = 'my\"model': a registered model name cannot contain \"",
+        ),
+        (
+            "registry.mlm_model_name=50%-masked",
+            "registry.mlm_model_name = '50%-masked': a registered model name cannot contain %",
+        ),
+        (
+            r'registry.clm_model_name="eli5\nclm"',
+            r"registry.clm_model_name = 'eli5\nclm': a registered model name must be printable: it contains '\n'",
+        ),
+        (
+            r'registry.mlm_model_name="eli5\tmlm"',
+            r"registry.mlm_model_name = 'eli5\tmlm': a registered model name must be printable: it contains '\t'",
+        ),
+        ('registry.clm_model_name="   "', "registry.clm_model_name = '   ': a registered model name cannot be empty"),
+        (f"registry.clm_model_name={'x' * 257}", "a registered model name is at most 256 characters, not 257"),
+    ],
+)
+def test_registered_model_names_are_refused_at_load_time_with_one_line_naming_the_field(override, expected):
+    message = config_error(override)
+    assert expected in message and "\n" not in message
+
+
+def test_registered_model_names_may_hold_spaces_and_dots_and_be_256_characters_long():
+    config = load_config(overrides=["registry.clm_model_name=team eli5.clm v2", f"registry.mlm_model_name={'m' * 256}"])
+    assert config.registry.clm_model_name == "team eli5.clm v2"
+    assert len(config.registry.mlm_model_name) == 256
+
+
+def test_a_registrable_name_makes_a_valid_prefect_concurrency_limit_name():
+    # The register task takes the global concurrency limit `lmpipe-register-<name>`; a name the config
+    # accepts must never be refused there, after training.
+    from prefect.server.schemas.core import ConcurrencyLimitV2
+    from prefect.types.names import BANNED_CHARACTERS
+
+    assert set(BANNED_CHARACTERS) <= set(REFUSED_IN_MODEL_NAMES)
+    for name in ("team eli5.clm v2", "m" * 256, "eli5-clm"):
+        registry = load_config(overrides=[f"registry.clm_model_name={name}"]).registry
+        ConcurrencyLimitV2(name=f"lmpipe-register-{registry.clm_model_name}", limit=1)
 
 
 @pytest.fixture

@@ -259,12 +259,13 @@ def test_builtin_identity_tracks_document_count(tmp_path):
 
 
 def test_hub_identity_is_the_dataset_reference(tmp_path):
-    data = DataConfig(source="hub", path="eli5_category", split="train[:5000]", revision="abc")
+    pinned = "a" * 40  # a commit sha: used as given, no Hub call (tests/unit/data/test_sources.py has the rest)
+    data = DataConfig(source="hub", path="eli5_category", split="train[:5000]", revision=pinned)
     assert source_identity(data, tmp_path) == {
         "dataset": "eli5_category",
         "config_name": None,
         "split": "train[:5000]",
-        "revision": "abc",
+        "revision": pinned,
     }
 
 

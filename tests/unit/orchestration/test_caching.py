@@ -21,7 +21,17 @@ def test_cached_stage_key_follows_the_artifact_directory(tmp_path):
     assert key == options["cache_key_fn"](None, {"upstream": "abc", "block_size": 64})
     assert key.startswith("lmpipe-group-")
     assert options["cache_key_fn"](None, {"upstream": "abc", "block_size": 128}) != key
-    assert options["persist_result"] is True and "result_storage" not in options  # Prefect's own storage
+    assert options["persist_result"] is True
+
+
+def test_the_cache_key_does_not_depend_on_where_the_root_is_mounted(tmp_path):
+    """The same store at two mount points (a laptop's ./artifacts, a pod's /artifacts) has one key per stage."""
+    keys = []
+    for mount in ("laptop/artifacts", "pod/artifacts"):
+        out = artifact_dir(tmp_path / mount, "group", {"upstream": "abc"})
+        keys.append(cached_stage(lambda out=out: out)["cache_key_fn"](None, {}))
+        assert keys[-1] == cache_key_of(out) == f"lmpipe-group-{out.name}"
+    assert keys[0] == keys[1]
 
 
 @pytest.fixture
@@ -41,8 +51,10 @@ def test_a_missing_artifact_expires_its_cache_record(tmp_path, result_store):
     out = artifact_dir(tmp_path / "artifacts", "group", {"x": 1})
     options = cached_stage(lambda **_: out)
     key = cache_key_of(out)
+    assert options["cache_key_fn"](context, {}) == key  # points the run's store at the artifact root
     result_store.write(obj=str(out), key=key)
     assert result_store.exists(key)
+    assert (tmp_path / "artifacts" / ".prefect-results" / key).is_file(), "the record lives with the artifacts"
 
     with building(out, "group", {"x": 1}):
         pass

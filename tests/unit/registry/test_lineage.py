@@ -67,6 +67,8 @@ def test_tokenizer_hash_follows_the_vocabulary_files_only(tmp_path):
 def test_data_source_and_model_base_name_what_a_reviewer_needs():
     hub = load_config(None, ["data.source=hub", "data.path=eli5_category", "data.revision=abc123"])
     assert data_source(hub) == ("hub: eli5_category [train]", "abc123")
+    sha = "f" * 40  # what the download's manifest records it read
+    assert data_source(hub, sha) == ("hub: eli5_category [train]", f"{sha} (resolved from abc123)")
     assert (
         data_source(load_config(None, ["data.source=hub", "data.path=x"]))[1] == "unpinned (the hub's default branch)"
     )
