@@ -30,3 +30,17 @@ def workspace(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     return tmp_path
+
+
+@pytest.fixture
+def mlflow_server(tmp_path):
+    """`mlflow server` (SQLite backend) on a free loopback port; stopped by its own process group, even if the
+    test fails. Yields its URL."""
+    from lmpipe.cli.services import free_port, start_mlflow_server
+
+    port = free_port()
+    server = start_mlflow_server(f"sqlite:///{tmp_path / 'server.db'}", tmp_path / "server-artifacts", port, tmp_path)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.stop()

@@ -6,20 +6,8 @@ import pytest
 from pipeline_probe import registered_versions, tiny_config
 
 from flows.clm import clm_flow
-from lmpipe.cli.services import free_port, start_mlflow_server
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def mlflow_server(tmp_path):
-    """`mlflow server` on a free loopback port; stopped by its own process group, even if the test fails."""
-    port = free_port()
-    server = start_mlflow_server(f"sqlite:///{tmp_path / 'server.db'}", tmp_path / "server-artifacts", port, tmp_path)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.stop()
 
 
 def test_register_through_a_tracking_server_named_by_the_environment(workspace, mlflow_server, monkeypatch):

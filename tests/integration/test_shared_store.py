@@ -24,7 +24,6 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.sorting import FlowRunSort
 
 from flows.clm import clm_flow
-from lmpipe.cli.services import free_port, start_mlflow_server
 from lmpipe.orchestration.registry_writer import limit_name
 
 pytestmark = pytest.mark.integration
@@ -88,16 +87,6 @@ def test_a_worker_with_an_empty_prefect_home_sees_every_stage_cached(workspace):
     for home in ("laptop-prefect-home", "pod-prefect-home"):
         stored = workspace / home / "storage"
         assert not stored.exists() or not any(stored.glob("lmpipe-*")), f"a record was kept in {home}"
-
-
-@pytest.fixture
-def mlflow_server(tmp_path):
-    port = free_port()
-    server = start_mlflow_server(f"sqlite:///{tmp_path / 'server.db'}", tmp_path / "server-artifacts", port, tmp_path)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.stop()
 
 
 def test_two_machines_registering_the_same_artifacts_at_once_make_one_version_and_one_champion(
