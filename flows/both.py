@@ -14,6 +14,7 @@ from prefect import flow, get_run_logger
 from lmpipe.config.schema import PipelineConfig
 from lmpipe.orchestration.preflight import preflight
 from lmpipe.orchestration.reports import publish_registrations_table
+from lmpipe.orchestration.review_wait import reviewed
 from lmpipe.store.keys import located
 from tasks.download import download
 from tasks.evaluate import evaluate
@@ -47,7 +48,7 @@ def both_flow(config: PipelineConfig = PipelineConfig()) -> list[str]:
         [register(clm_model, clm_metrics, config, "clm"), register(mlm_model, mlm_metrics, config, "mlm")],
     )
     publish_registrations_table(registrations, "both")
-    return registrations
+    return reviewed(registrations, config)  # registry.approval=reviewer: waits for a person's decision
 
 
 if __name__ == "__main__":

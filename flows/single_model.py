@@ -1,6 +1,6 @@
 """One model, causal or masked: the flows `clm` and `mlm`.
 
-    download -> flatten -> tokenize -> group -> train-clm | train-mlm -> evaluate -> register
+    download -> flatten -> tokenize -> group -> train-clm | train-mlm -> evaluate -> register [-> review]
 
 python flows/clm.py --config configs/default.yaml --set train.epochs=1
 python flows/mlm.py --config configs/default.yaml --set train.mlm_probability=0.2
@@ -12,6 +12,7 @@ from lmpipe.config.schema import PipelineConfig
 from lmpipe.objectives import Objective
 from lmpipe.orchestration.preflight import preflight
 from lmpipe.orchestration.reports import publish_registrations_table
+from lmpipe.orchestration.review_wait import reviewed
 from lmpipe.store.keys import located
 from tasks.download import download
 from tasks.evaluate import evaluate
@@ -33,7 +34,7 @@ def train_and_register(config: PipelineConfig, objective: Objective) -> list[str
     metrics = evaluate(model, blocks, config, objective)
     registrations = located(config.artifacts.root, [register(model, metrics, config, objective)])
     publish_registrations_table(registrations, objective)
-    return registrations
+    return reviewed(registrations, config)  # registry.approval=reviewer: waits for a person's decision
 
 
 @flow(name="clm")

@@ -6,6 +6,7 @@ lmpipe models                                                                # r
 lmpipe predict eli5-mlm "Return the <mask> of the file."
 lmpipe verify tokenize --config configs/default.yaml                         # checksum every artifact byte
 lmpipe gc --dry-run --older-than 30 --config configs/default.yaml            # what no registered model needs
+lmpipe review eli5-clm 3 --approve --note "better on our prompts"            # answer a waiting review
 """
 
 from __future__ import annotations
@@ -55,7 +56,19 @@ def parser() -> argparse.ArgumentParser:
     which.add_argument("--alias", default=None, help="model alias, e.g. champion")
     predict.add_argument("--top-k", type=int, default=3, help="fill-mask predictions to show")
     predict.add_argument("--max-new-tokens", type=int, default=20, help="tokens to generate")
-    for sub in (models, predict):
+    review = commands.add_parser(
+        "review", help="approve or reject a version waiting for review (registry.approval=reviewer)"
+    )
+    review.add_argument("name", help="registered model name, e.g. eli5-clm")
+    review.add_argument("version", type=int, help="the version waiting for review")
+    verdict = review.add_mutually_exclusive_group(required=True)
+    verdict.add_argument("--approve", action="store_true", help="make it champion")
+    verdict.add_argument("--reject", action="store_true", help="leave the aliases as they are")
+    review.add_argument("--note", default="", help="why; kept on the version and its card")
+    review.add_argument(
+        "--wait", type=float, default=120.0, metavar="SECONDS", help="wait this long for the run to apply it"
+    )
+    for sub in (models, predict, review):
         sub.add_argument(
             "--tracking-uri", default=None, help="MLflow URI (default: $MLFLOW_TRACKING_URI or ./mlflow.db)"
         )
@@ -103,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "pool":
         return create_pools(args.files)
-    if args.command in ("models", "predict"):
+    if args.command in ("models", "predict", "review"):
         return registry_command(args)
 
     from lmpipe.config.loading import load_config
@@ -191,6 +204,10 @@ def registry_command(args: argparse.Namespace) -> int:
     from lmpipe.registry.tracking import resolve_tracking_uri
 
     uri = resolve_tracking_uri(args.tracking_uri)
+    if args.command == "review":
+        from lmpipe.cli.review_command import review_command
+
+        return review_command(uri, args.name, args.version, args.approve, args.note, args.wait)
     if args.command == "models":
         print(models_table(review.version_rows(uri, args.name)))
         return 0

@@ -354,6 +354,20 @@ class RegistryConfig(_Section):
         "it on the new set before comparing, or 'refuse' to promote (the new version becomes "
         "challenger). Numbers from different sets are never compared.",
     )
+    approval: Literal["automatic", "reviewer"] = Field(
+        "automatic",
+        description="Who gives 'champion': 'automatic', the gate (champion_margin); 'reviewer', a person. With "
+        "'reviewer' each new version is registered as 'challenger' with the gate's numbers on its card, and the "
+        "flow run waits (suspended, holding no worker) for an approve/reject form in the Prefect UI or "
+        "`lmpipe review MODEL VERSION --approve|--reject`.",
+    )
+    review_timeout: int = Field(
+        7 * 24 * 3600,
+        ge=10,
+        le=365 * 24 * 3600,
+        description="Seconds a version waits for a reviewer (registry.approval=reviewer). After it the version "
+        "stays 'challenger' and the flow run ends Completed, saying nobody decided.",
+    )
     ui_url: str | None = Field(
         None,
         description="Base URL of the MLflow UI, for links in Prefect artifacts. None: the tracking "

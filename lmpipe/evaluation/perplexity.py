@@ -5,6 +5,9 @@ which over-weights a short last batch and padded blocks, and divides a causal LM
 token per block too many (lmpipe.models.loss); we sum the loss over every scored token instead.
 MLM masking uses a fixed seed and a fresh collator per model, so base and trained models see the
 same masks and one model always gets one number.
+
+The causal LM also gets bits per byte, the same summed loss per byte of the scored text, which
+compares across tokenizers (lmpipe.evaluation.bits_per_byte).
 """
 
 from __future__ import annotations
@@ -22,11 +25,12 @@ from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 from lmpipe.compute.devices import plan_device, use_planned_threads
 from lmpipe.config.schema import PipelineConfig
 from lmpipe.errors import PipelineInputError
+from lmpipe.evaluation.bits_per_byte import bits_per_byte, scored_bytes
 from lmpipe.evaluation.eval_set import count_test_blocks, eval_set_fingerprint, evenly_spaced
 from lmpipe.models.base import auto_class, build_base_model
 from lmpipe.models.batches import Collator, evaluation_batches
 from lmpipe.models.loss import summed_token_loss
-from lmpipe.objectives import Objective
+from lmpipe.objectives import Objective, spec_of
 
 _log = logging.getLogger(__name__)
 
@@ -75,6 +79,15 @@ def test_blocks(blocks_dir: Path, config: PipelineConfig) -> Dataset:
         # nothing is written into the (shared, manifested) blocks artifact.
         test = test.select(indices, keep_in_memory=True)
     return test
+
+
+def model_bits_per_byte(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, blocks: Dataset, config: PipelineConfig, device: str
+) -> float:
+    """Bits per byte of one causal LM on `blocks` (its own tokenizer's ids)."""
+    loss, tokens = model_eval_loss(model, tokenizer, blocks, config, "clm", device)
+    collator = evaluation_batches("clm", tokenizer, config.train.mlm_probability, config.eval.mlm_seed)
+    return bits_per_byte(loss, tokens, scored_bytes(blocks, tokenizer, collator, "clm", config.eval.batch_size))
 
 
 def model_eval_loss(
@@ -126,6 +139,14 @@ def evaluate_models(
         "eval_blocks_total": count_test_blocks(blocks_dir),  # eval_blocks < this: eval.max_blocks bounded it
         "eval_set": eval_set_fingerprint(blocks_dir, config, objective),
     }
+    if not spec_of(objective).masked:  # absent for a masked LM: see lmpipe.evaluation.bits_per_byte
+        collator = evaluation_batches(objective, tokenizer, config.train.mlm_probability, config.eval.mlm_seed)
+        eval_bytes = scored_bytes(test, tokenizer, collator, objective, config.eval.batch_size)
+        metrics |= {
+            "bits_per_byte": bits_per_byte(trained_loss, tokens, eval_bytes),
+            "base_bits_per_byte": bits_per_byte(base_loss, tokens, eval_bytes),
+            "eval_bytes": eval_bytes,
+        }
     if not math.isfinite(metrics["perplexity"]):
         # Fail here, before any register task runs, so a diverged model registers nothing.
         raise PipelineInputError(
@@ -139,9 +160,15 @@ def evaluate_models(
             f"{metrics['base_perplexity']:.2f} x eval.max_ratio_to_base={config.eval.max_ratio_to_base:g}, so nothing "
             "is registered (check train.learning_rate and the data)"
         )
+    per_byte = ""
+    if "bits_per_byte" in metrics:
+        per_byte = (
+            f", bits per byte {metrics['bits_per_byte']:.4f} (base {metrics['base_bits_per_byte']:.4f}) "
+            f"over {metrics['eval_bytes']} bytes"
+        )
     log.info(
         f"evaluate {objective}: perplexity {metrics['perplexity']:.2f} (base {metrics['base_perplexity']:.2f}) "
-        f"over {tokens} tokens in {len(test)} test blocks"
+        f"over {tokens} tokens in {len(test)} test blocks{per_byte}"
     )
     return metrics
 

@@ -13,7 +13,7 @@ from lmpipe.evaluation.perplexity import evaluate_models
 from lmpipe.evaluation.samples import card_samples
 from lmpipe.objectives import Objective
 
-METRICS_FILE = "metrics.json"  # perplexities and the evaluation set they were measured on
+METRICS_FILE = "metrics.json"  # perplexities (CLM: and bits per byte) and the evaluation set they were measured on
 SAMPLES_FILE = "samples.json"  # the model card's sampled outputs
 
 _log = logging.getLogger(__name__)

@@ -66,8 +66,29 @@ def preflight(
         )
     if config.train.launcher == "ray" and (problem := cluster_problem(config.train.ray_address)):
         raise PreflightFailed(problem)
+    if problem := unreachable_reviewer(config):
+        raise PreflightFailed(problem)
     check_registry(tracking_uri(config), config.registry.experiment, log)
     log.info(f"pre-flight: data, models and registry ready ({time.monotonic() - started:.1f} s)")
+
+
+def unreachable_reviewer(config: PipelineConfig) -> str | None:
+    """registry.approval=reviewer waits for a person's form on this run: a server only this process knows
+    (`lmpipe run`'s private temporary one) could never show it to anyone."""
+    from prefect.settings import PREFECT_API_URL
+
+    from lmpipe.orchestration.temporary_server import serves_this_process_alone
+
+    if (
+        config.registry.approval == "reviewer"
+        and config.registry.promote
+        and serves_this_process_alone(PREFECT_API_URL.value())
+    ):
+        return (
+            "registry.approval='reviewer': this run has only a private temporary Prefect server, where no reviewer "
+            "could see its form; start one (`make serve`, or set PREFECT_API_URL) or use registry.approval='automatic'"
+        )
+    return None
 
 
 def require_writable_root(root: str) -> None:

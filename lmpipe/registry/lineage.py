@@ -31,18 +31,24 @@ _TOKENIZER_FILES = (
 
 
 def git_commit(root: Path = PROJECT_ROOT) -> str:
-    """HEAD of the pipeline's checkout, '+dirty' when it has uncommitted changes; 'unknown' outside git."""
+    """HEAD of the pipeline's checkout, '+dirty' when it has uncommitted changes; 'unknown' outside git.
 
-    def git(*args: str) -> str:
-        return subprocess.run(
-            ["git", "-C", str(root), *args], capture_output=True, text=True, timeout=10, check=True
-        ).stdout.strip()
-
+    One `git status` answers both, asked afresh each time: a process that outlives a commit or an edit
+    (a notebook, a test session) must not tag later versions with what the checkout was earlier."""
     try:
-        commit = git("rev-parse", "HEAD")
-        dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
+        status = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain=v2", "--branch", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.splitlines()
     except (OSError, subprocess.SubprocessError):
         return "unknown (not a git checkout)"
+    commit = next((line.split()[2] for line in status if line.startswith("# branch.oid ")), "(initial)")
+    if commit == "(initial)":  # a repository without a commit yet has no HEAD to name
+        return "unknown (not a git checkout)"
+    dirty = any(not line.startswith("#") for line in status)  # '#' lines are headers, the others changes
     return f"{commit}+dirty" if dirty else commit
 
 

@@ -1,4 +1,5 @@
-"""The MLflow run behind a model version: params, metrics, curves, dataset inputs and the logged model.
+"""The MLflow run behind a model version: params, metrics, curves, dataset inputs and the logged model,
+which carries its scores on the evaluation set (what search_logged_models ranks models by).
 
 A run is created with the registration key and tagged with the logged model's URI last, so a
 register attempt that dies in between is recognised (and never reused) by the next one.
@@ -6,6 +7,7 @@ register attempt that dies in between is recognised (and never reused) by the ne
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import tempfile
@@ -18,6 +20,7 @@ from typing import Any
 
 from lmpipe.config.schema import PipelineConfig
 from lmpipe.objectives import Objective, spec_of
+from lmpipe.registry.checkpoint_staging import checkpoint_staged_by_links
 from lmpipe.registry.large_upload import multipart_upload_if_needed
 from lmpipe.registry.mlflow_compat import pipeline_classes_resolved
 from lmpipe.registry.secrets import masked
@@ -44,7 +47,12 @@ def flat_params(tree: dict[str, Any], prefix: str = "") -> dict[str, str]:
 
 
 def pip_requirements() -> list[str]:
-    return [f"{lib}=={metadata.version(lib)}" for lib in _SERVING_LIBRARIES]
+    return list(_installed_serving_libraries())
+
+
+@functools.cache  # what this process imported; reading each library's metadata again costs ~10 ms a registration
+def _installed_serving_libraries() -> tuple[str, ...]:
+    return tuple(f"{lib}=={metadata.version(lib)}" for lib in _SERVING_LIBRARIES)
 
 
 # In train's artifact but not part of the model a reviewer loads: our cache manifest, the Trainer's
@@ -80,23 +88,69 @@ def curve_points(model_dir: Path, metrics: dict[str, Any], train_steps: int, now
     return points
 
 
-def summary_metrics(metrics: dict[str, Any], train_metrics: dict[str, Any]) -> dict[str, float]:
-    """What a reviewer compares runs by: perplexity next to the training's speed and size."""
-    return {
+def evaluation_metrics(metrics: dict[str, Any]) -> dict[str, float]:
+    """What the model scored on the evaluation set, logged on the run and on the logged model: perplexity and
+    eval loss, the base model's perplexity and, where evaluate measured it (the causal LM), bits per byte."""
+    scores = {
         "perplexity": metrics["perplexity"],
-        "base_perplexity": min(metrics["base_perplexity"], 1e300),
+        "base_perplexity": metrics["base_perplexity"],
         "eval_loss": metrics["eval_loss"],
+        **{name: metrics[name] for name in ("bits_per_byte", "base_bits_per_byte") if metrics.get(name) is not None},
+    }
+    return {name: min(value, 1e300) for name, value in scores.items()}  # an untrained model's may overflow
+
+
+# train_metrics.json key -> run metric, shown in the run page's System metrics tab. Artifacts trained before
+# these were recorded have none of them; CPU runs have no GPU ones.
+SYSTEM_METRICS = {
+    "peak_host_memory_mb": "system/peak_host_memory_mb",
+    "gpu_peak_memory_mb": "system/gpu_peak_memory_mb",
+    "gpu_utilization_pct": "system/gpu_utilization_pct",
+}
+
+
+def training_metrics(train_metrics: dict[str, Any]) -> dict[str, float]:
+    """What a reviewer compares training by: its loss, speed, size and footprint."""
+    return {
         "train_loss": train_metrics["train_loss"],
         "train_tokens": train_metrics["train_tokens"],
         "train_runtime_s": train_metrics["train_runtime_s"],
         "train_tokens_per_s": train_metrics["train_tokens_per_s"],
         # Model FLOPs utilisation, from GPU runs only (see lmpipe.compute.throughput).
         **({"train_mfu": train_metrics["train_mfu"]} if "train_mfu" in train_metrics else {}),
+        **{run_key: train_metrics[key] for key, run_key in SYSTEM_METRICS.items() if key in train_metrics},
     }
 
 
-def log_datasets(config: PipelineConfig, blocks_dir: Path, lineage: dict[str, str]) -> None:
-    """The train and test blocks as run inputs: source, digest and size, without loading them again."""
+def run_and_model_metrics(
+    run_id: str,
+    model_id: str,
+    evaluation_set: Any,
+    metrics: dict[str, Any],
+    train_metrics: dict[str, Any],
+    model_dir: Path,
+    now: int,
+) -> list[Any]:
+    """The run's metrics, and the logged model's with them: a metric with a model id is stored on both.
+    - the training's figures, on the model as log_model would have copied them (step 0, no dataset);
+    - the scores, tied to the evaluation set: the model's page shows them, search_logged_models ranks by them;
+    - the curves, on the run only: a step-0 copy on the model would show the base model's eval/loss as its own."""
+    from mlflow.entities import Metric
+
+    evaluated_on = {"dataset_name": evaluation_set.name, "dataset_digest": evaluation_set.digest}
+    return [
+        *(Metric(k, v, now, 0, model_id=model_id, run_id=run_id) for k, v in training_metrics(train_metrics).items()),
+        *(
+            Metric(k, v, now, 0, model_id=model_id, run_id=run_id, **evaluated_on)
+            for k, v in evaluation_metrics(metrics).items()
+        ),
+        *curve_points(model_dir, metrics, train_metrics["train_steps"], now),
+    ]
+
+
+def log_datasets(config: PipelineConfig, blocks_dir: Path, lineage: dict[str, str]) -> Any:
+    """The train and test blocks as run inputs: source, digest and size, without loading them again.
+    Returns the test blocks' dataset: the evaluation set the model's metrics are tied to."""
     import mlflow
     from mlflow.data.meta_dataset import MetaDataset
 
@@ -114,14 +168,16 @@ def log_datasets(config: PipelineConfig, blocks_dir: Path, lineage: dict[str, st
 
         source = LocalArtifactDatasetSource(str(blocks_dir))
     splits = (("train", "training"), ("test", "evaluation"))
+    datasets = [MetaDataset(source, name=f"{split}-blocks", digest=blocks_dir.name[:8]) for split, _ in splits]
     mlflow.log_inputs(  # one call for both
-        datasets=[MetaDataset(source, name=f"{split}-blocks", digest=blocks_dir.name[:8]) for split, _ in splits],
+        datasets=datasets,
         contexts=[context for _, context in splits],
         tags_list=[
             {"blocks": lineage[f"data.{split}_blocks"], "tokens": lineage[f"data.{split}_tokens"]}
             for split, _ in splits
         ],
     )
+    return datasets[1]
 
 
 def find_logged_run(client: Any, experiment_id: str, key: str, log: Any) -> Any | None:
@@ -150,25 +206,17 @@ def log_training_run(
 ) -> tuple[str, str]:
     """One MLflow run with everything but the version; returns (run id, model URI)."""
     import mlflow
-    from mlflow.entities import Metric, Param, RunTag
+    from mlflow.entities import Param
 
-    # Created with its key, so that a retry finds this run whatever happens next.
-    with mlflow.start_run(experiment_id=experiment_id, run_name=f"{objective}-{key[:8]}", tags={KEY_TAG: key}) as run:
-        # Params, metrics, curves and tags in one call (the client splits it at MLflow's batch limits).
-        now = int(time.time() * 1000)
+    # Created with its key, so that a retry finds this run whatever happens next; its other tags ride along.
+    tags = {KEY_TAG: key, "objective": objective, "device": train_metrics["device"], **lineage}
+    with mlflow.start_run(experiment_id=experiment_id, run_name=f"{objective}-{key[:8]}", tags=tags) as run:
+        run_id = run.info.run_id
         params = flat_params(masked(config.model_dump(mode="json")))  # no credentials in params
-        client.log_batch(
-            run.info.run_id,
-            metrics=[Metric(k, v, now, 0) for k, v in summary_metrics(metrics, train_metrics).items()]
-            + curve_points(model_dir, metrics, train_metrics["train_steps"], now),
-            params=[Param(k, v) for k, v in params.items()],
-            tags=[
-                RunTag(k, v) for k, v in {"objective": objective, "device": train_metrics["device"], **lineage}.items()
-            ],
-        )
-        log_datasets(config, blocks_dir, lineage)
+        evaluation_set = log_datasets(config, blocks_dir, lineage)
         with (
             pipeline_classes_resolved(),
+            checkpoint_staged_by_links(),  # MLflow's staging copy of the weights becomes links
             model_files_view(model_dir) as checkpoint,
             multipart_upload_if_needed(checkpoint, log),  # a file over 5 GiB goes up in parts
         ):
@@ -179,6 +227,18 @@ def log_training_run(
                 task=spec_of(objective).pipeline_task,
                 name="model",
                 pip_requirements=pip_requirements(),
+                params=params,  # the logged model's; the run's go in with the figures below
             )
-        mlflow.set_tag(MODEL_URI_TAG, info.model_uri)  # last: the run is complete and can be registered
-    return run.info.run_id, info.model_uri
+        # The params and every figure in one call, after the model: log_model would copy what the run held
+        # before it onto the logged model, reading its history metric by metric; these carry their model id.
+        client.log_batch(
+            run_id,
+            metrics=run_and_model_metrics(
+                run_id, info.model_id, evaluation_set, metrics, train_metrics, model_dir, int(time.time() * 1000)
+            ),
+            params=[Param(k, v) for k, v in params.items()],
+            synchronous=True,  # stored before MODEL_URI_TAG, even with MLflow's async logging switched on
+        )
+        # Last: the run is complete and can be registered (a retry that finds it has everything above).
+        client.set_tag(run_id, MODEL_URI_TAG, info.model_uri)
+    return run_id, info.model_uri

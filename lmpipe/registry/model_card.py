@@ -13,7 +13,7 @@ from typing import Any
 from lmpipe.config.schema import CardConfig, PipelineConfig
 from lmpipe.evaluation.samples import TOP_K_SAMPLING
 from lmpipe.objectives import Objective, spec_of
-from lmpipe.registry.promotion import Decision
+from lmpipe.registry.promotion import BITS_PER_BYTE, PERPLEXITY, Decision, Metric, format_value
 
 # MLflow keeps at most 5000 characters of a version description on SQL stores.
 DESCRIPTION_LIMIT = 5000
@@ -70,18 +70,37 @@ def _purpose(facts: CardFacts) -> str:
 
 
 def _perplexity_table(facts: CardFacts) -> str:
+    """Perplexity, and for a causal LM bits per byte beside it; the champion's row shows the number compared."""
     metrics = facts.metrics
-    rows = [
-        ("base model, before training", metrics["base_perplexity"]),
-        (f"this version (v{facts.version})", metrics["perplexity"]),
+    per_byte = metrics.get("bits_per_byte") is not None  # causal LM only (lmpipe.evaluation.bits_per_byte)
+    rows: list[tuple[str, float | None, float | None]] = [
+        ("base model, before training", metrics["base_perplexity"], metrics.get("base_bits_per_byte")),
+        (f"this version (v{facts.version})", metrics["perplexity"], metrics.get("bits_per_byte")),
     ]
     champion = facts.decision.champion
     if champion is not None:
-        note = ""
-        if champion.own_set_perplexity is not None:
-            note = f" (re-evaluated on this set; {champion.own_set_perplexity:.2f} on its own)"
-        rows.append((f"champion v{champion.version}{note}", champion.perplexity))
-    table = "\n".join(f"| {label} | {value:,.2f} |" for label, value in rows)
+        compared = "bits per byte" if champion.metric == BITS_PER_BYTE else "perplexity"
+        note = f" (compared by {compared}"
+        if champion.metric == BITS_PER_BYTE:
+            note += "; on this version's evaluation text, in its own tokenizer"
+        elif champion.reevaluated:
+            note += "; re-evaluated on this set"
+        if champion.own_set_value is not None:
+            note += f"; {format_value(champion.own_set_value, champion.metric)} on its own"
+        value = champion.value
+        row = (value, None) if champion.metric == PERPLEXITY else (None, value)
+        rows.append((f"champion v{champion.version}{note})", *row))
+        per_byte = per_byte or champion.metric == BITS_PER_BYTE
+
+    def cell(value: float | None, metric: Metric) -> str:
+        return "-" if value is None else format_value(value, metric)
+
+    if per_byte:
+        header = "| model | perplexity | bits per byte |\n|---|---|---|"
+        lines = [f"| {label} | {cell(ppl, PERPLEXITY)} | {cell(bpb, BITS_PER_BYTE)} |" for label, ppl, bpb in rows]
+    else:
+        header = "| model | perplexity |\n|---|---|"
+        lines = [f"| {label} | {cell(ppl, PERPLEXITY)} |" for label, ppl, _ in rows]
     blocks = f"{metrics['eval_blocks']:,} test blocks"
     # eval.max_blocks bounded it, to eval_blocks (metrics from before the bound existed have no total)
     if metrics["eval_blocks"] < metrics.get("eval_blocks_total", metrics["eval_blocks"]):
@@ -89,11 +108,18 @@ def _perplexity_table(facts: CardFacts) -> str:
             f"{metrics['eval_blocks']:,} of {metrics['eval_blocks_total']:,} test blocks "
             f"(eval.max_blocks={metrics['eval_blocks']}, evenly spaced)"
         )
+    text = f"{metrics['eval_tokens']:,} predicted tokens"
+    if metrics.get("eval_bytes") is not None:
+        text += f" ({metrics['eval_bytes']:,} bytes of text)"
+    explain = ""
+    if per_byte:
+        explain = (
+            " Bits per byte is the same loss in bits per UTF-8 byte of the predicted text: unlike perplexity, "
+            "which is per token, it compares models that read different tokenizers."
+        )
     return (
-        "## Perplexity\n\nLower is better. All on one evaluation set: "
-        f"`{metrics['eval_set']}`, {blocks}, "
-        f"{metrics['eval_tokens']:,} predicted tokens.\n\n"
-        f"| model | perplexity |\n|---|---|\n{table}"
+        f"## Perplexity\n\nLower is better. All on one evaluation set: `{metrics['eval_set']}`, {blocks}, "
+        f"{text}.{explain}\n\n{header}\n" + "\n".join(lines)
     )
 
 

@@ -33,7 +33,9 @@ def version_rows(tracking_uri: str, name: str | None = None) -> list[dict[str, A
                     "version": int(version.version),
                     "perplexity": version.tags.get("perplexity", "?"),
                     "base perplexity": version.tags.get("base_perplexity", "?"),
+                    "bits/byte": version.tags.get("bits_per_byte", "-"),  # causal LMs: compares across tokenizers
                     "aliases": ",".join(sorted(aliases.get(str(version.version), []))) or "-",
+                    "review": version.tags.get("review.status", "-"),  # registry.approval=reviewer
                     "data": version.tags.get("data.fingerprint", "?"),
                     "eval set": version.tags.get("eval.set", "?"),
                     "created": created.strftime("%Y-%m-%d %H:%M"),

@@ -13,6 +13,7 @@ import math
 import os
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from typing import Any
 from datasets import load_from_disk
 from transformers import AutoTokenizer, TrainerCallback, TrainingArguments
 
-from lmpipe.compute import throughput
+from lmpipe.compute import system_metrics, throughput
 from lmpipe.compute.devices import DevicePlan, plan_device, use_planned_threads
 from lmpipe.config.schema import TrainConfig
 from lmpipe.errors import PipelineInputError
@@ -174,7 +175,9 @@ def train_model(
     if resume_from is not None:
         emit("resume", path=str(resume_from), step=checkpoints.checkpoint_step(resume_from))
         trainer.resume_run_totals(resume_from)
-    result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    gpu_busy = system_metrics.current_gpu_utilization() if plan.device == "cuda" else None
+    with gpu_busy or nullcontext():
+        result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     trainer.save_model(str(out_dir))  # every rank takes part (FSDP gathers the shards); rank 0 writes
     runtime_s = trainer.training_seconds()  # the whole run's, over every attempt
     metrics = {
@@ -186,7 +189,13 @@ def train_model(
         "parameters": count_parameters(model),
         "device": plan.describe(world),
         "world_size": world,
+        "peak_host_memory_mb": system_metrics.peak_host_memory_mb(),  # this rank's (lmpipe.compute.system_metrics)
     }
+    if gpu_busy is not None:  # before the peak FLOPs measurement below, whose matrices are no part of training
+        gpu, warning = system_metrics.gpu_metrics(gpu_busy)
+        metrics.update(gpu)
+        if warning:
+            emit("warning", message=warning)
     if plan.device == "cuda":  # MFU only where there is a measured peak to hold it against
         per_token, peak = throughput.flops_per_token(model, job.block_size), throughput.measured_peak_flops()
         metrics.update(

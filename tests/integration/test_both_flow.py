@@ -158,6 +158,7 @@ def test_curves_review_table_and_predict_from_the_registry(workspace, capsys):
     assert main(["models", "--tracking-uri", uri]) == 0
     table = capsys.readouterr().out
     assert "eli5-clm" in table and "eli5-mlm" in table and version.tags["perplexity"] in table
+    assert "bits/byte" in table and version.tags["bits_per_byte"] in table  # the causal LM's, across tokenizers
 
     # predict through the registry equals the trained model loaded on its own.
     trained = {

@@ -273,7 +273,7 @@ def test_a_version_never_created_is_registered_from_the_logged_run_on_retry(hist
     config = history.config(f"registry.clm_model_name={name}", "registry.experiment=halfway")
     model_dir, eval_dir = _artifacts_of(history, "first")
 
-    register_failing_at(monkeypatch, mlflow, "register_model", model_dir, eval_dir, config)
+    register_failing_at(monkeypatch, MlflowClient, "create_model_version", model_dir, eval_dir, config)
     key = register_task.registration_key(model_dir, eval_dir)
     experiment = history.client.get_experiment_by_name(config.registry.experiment).experiment_id
     (logged,) = history.client.search_runs([experiment], f"tags.`{register_task.KEY_TAG}` = '{key}'")
@@ -301,6 +301,20 @@ def test_a_version_registered_halfway_is_completed_not_duplicated(history, monke
     assert version.tags[register_task.COMPLETE_TAG] == "true"
     assert history.client.get_model_version_by_alias(name, "champion").version == "1"
     assert "first version of this model" in history.client.get_model_version(name, "1").description
+
+
+def test_a_version_numbered_past_a_deleted_one_is_described_by_its_own_number(history):
+    # The card is written for the number MLflow will give before the version exists; MLflow never reuses the
+    # number of a deleted version, so here that guess is wrong and the description must be corrected.
+    name = "renumbered"
+    config = history.config(f"registry.clm_model_name={name}")
+    first = register_task.register_model("clm", *_artifacts_of(history, "first"), config)
+    history.client.delete_model_version(name, str(first["version"]))
+    again = register_task.register_model("clm", *_artifacts_of(history, "worse"), config)
+    assert (first["version"], again["version"]) == (1, 2)
+    version = history.client.get_model_version(name, "2")
+    assert version.description.startswith(f"# {name} v2\n") and f'load_model("models:/{name}/2")' in version.description
+    assert version.tags[register_task.COMPLETE_TAG] == "true"
 
 
 def test_promotion_off_registers_without_an_alias(history):

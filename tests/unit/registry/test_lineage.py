@@ -27,7 +27,21 @@ def test_git_commit_is_head_and_says_when_the_checkout_is_dirty(tmp_path):
     assert git_commit(tmp_path) == head.strip() + "+dirty"
 
 
-def test_git_commit_outside_a_checkout_says_so(tmp_path):
+def test_git_commit_counts_a_staged_change_as_dirty_and_ignores_untracked_files(tmp_path):
+    git(tmp_path, "init", "-q")
+    (tmp_path / "f.py").write_text("x = 1\n")
+    git(tmp_path, "add", "f.py")
+    git(tmp_path, "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "one")
+    (tmp_path / "scratch.txt").write_text("not part of the code\n")
+    assert not git_commit(tmp_path).endswith("+dirty")
+    (tmp_path / "f.py").write_text("x = 2\n")
+    git(tmp_path, "add", "f.py")
+    assert git_commit(tmp_path).endswith("+dirty")
+
+
+def test_git_commit_outside_a_checkout_or_before_the_first_commit_says_so(tmp_path):
+    assert git_commit(tmp_path) == "unknown (not a git checkout)"
+    git(tmp_path, "init", "-q")
     assert git_commit(tmp_path) == "unknown (not a git checkout)"
 
 

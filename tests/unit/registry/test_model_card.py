@@ -6,7 +6,7 @@ import dataclasses
 
 from lmpipe.config.schema import PipelineConfig
 from lmpipe.registry.model_card import DESCRIPTION_LIMIT, CardFacts, _cell, description_of, render
-from lmpipe.registry.promotion import Decision, Standing
+from lmpipe.registry.promotion import BITS_PER_BYTE, Decision, Standing
 
 LINEAGE = {
     "code.git_commit": "a" * 40,
@@ -30,7 +30,11 @@ METRICS = {
     "eval_blocks": 240,
     "eval_blocks_total": 240,
     "eval_tokens": 30480,
+    "bits_per_byte": 2.1234,  # the causal LM's only
+    "base_bits_per_byte": 5.4321,
+    "eval_bytes": 98_765,
 }
+MLM_METRICS = {k: v for k, v in METRICS.items() if k not in ("bits_per_byte", "base_bits_per_byte", "eval_bytes")}
 TRAIN = {
     "train_steps": 399,
     "train_loss": 5.5,
@@ -50,17 +54,19 @@ def facts(objective="clm", samples=None, decision=None):
     decision = decision or Decision(
         "champion",
         "perplexity 225.23 beats champion v2's 240.00 by 6.2% (margin 1.0%)",
-        Standing(2, 240.0, own_set_perplexity=250.5),
+        Standing(2, 240.0, own_set_value=250.5, reevaluated=True),
     )
-    return CardFacts("eli5-clm", 3, objective, METRICS, TRAIN, LINEAGE, decision, samples, "http://mlflow:5000")
+    metrics = METRICS if objective == "clm" else MLM_METRICS
+    return CardFacts("eli5-clm", 3, objective, metrics, TRAIN, LINEAGE, decision, samples, "http://mlflow:5000")
 
 
 def test_the_card_answers_what_it_is_whether_it_is_better_and_how_to_use_it():
     card = render(facts(), PipelineConfig())
     assert card.startswith("# eli5-clm v3\n\n**Alias: champion.** perplexity 225.23 beats champion v2's")
-    assert "| base model, before training | 4,142.41 |" in card
-    assert "| this version (v3) | 225.23 |" in card
-    assert "| champion v2 (re-evaluated on this set; 250.50 on its own) | 240.00 |" in card
+    assert "| model | perplexity | bits per byte |" in card
+    assert "| base model, before training | 4,142.41 | 5.432 |" in card
+    assert "| this version (v3) | 225.23 | 2.123 |" in card
+    assert "| champion v2 (compared by perplexity; re-evaluated on this set; 250.50 on its own) | 240.00 | - |" in card
     assert "from scratch: 2 layers, hidden 128, 4 heads, 1,100,000 parameters" in card
     assert "950 train (121,600 tokens), 240 test (30,720 tokens)" in card
     assert "| throughput | 12,768 tokens/s over 64.0 s |" in card  # CPU: no MFU
@@ -72,12 +78,30 @@ def test_the_card_answers_what_it_is_whether_it_is_better_and_how_to_use_it():
 
 
 def test_the_card_names_the_evaluation_set_and_whether_it_was_bounded():
-    assert "`set42`, 240 test blocks, 30,480 predicted tokens." in render(facts(), PipelineConfig())
-    bounded = {**METRICS, "eval_blocks": 2048, "eval_blocks_total": 51_200, "eval_tokens": 260_096}
+    assert "`set42`, 240 test blocks, 30,480 predicted tokens (98,765 bytes of text)." in render(
+        facts(), PipelineConfig()
+    )
+    bounded = {**MLM_METRICS, "eval_blocks": 2048, "eval_blocks_total": 51_200, "eval_tokens": 260_096}
     card = render(dataclasses.replace(facts(), metrics=bounded), PipelineConfig())
     assert (
         "`set42`, 2,048 of 51,200 test blocks (eval.max_blocks=2048, evenly spaced), 260,096 predicted tokens." in card
     )
+
+
+def test_a_champion_with_another_tokenizer_is_shown_by_the_bits_per_byte_it_was_compared_by():
+    reason = (
+        "bits per byte 2.123 beats champion v2's 2.500 by 15.1% (margin 1.0%), on the text of this version's "
+        "evaluation set re-tokenized for the champion; compared by bits per byte because the two read different "
+        "tokenizers, so their perplexities are per different tokens"
+    )
+    standing = Standing(2, 2.5, own_set_value=2.6, metric=BITS_PER_BYTE, reevaluated=True)
+    card = render(facts(decision=Decision("champion", reason, standing)), PipelineConfig())
+    assert card.startswith(f"# eli5-clm v3\n\n**Alias: champion.** {reason}.")
+    assert (
+        "| champion v2 (compared by bits per byte; on this version's evaluation text, in its own tokenizer; "
+        "2.600 on its own) | - | 2.500 |" in card
+    )
+    assert "it compares models that read different tokenizers" in card
 
 
 def test_a_gpu_run_shows_its_mfu_next_to_its_tokens_per_second():
@@ -102,6 +126,7 @@ def test_an_mlm_card_tables_the_top_fillings_with_escaped_cells():
     assert "**Alias: no alias.** promotion is off." in card
     assert "| champion" not in card
     assert "masking | 15% of tokens" in card
+    assert "| model | perplexity |\n" in card and "bits per byte" not in card  # a masked LM has none
 
 
 def test_cells_never_break_a_markdown_table():

@@ -92,3 +92,66 @@ def test_register_reads_the_card_samples_evaluate_wrote_and_names_a_missing_file
     (tmp_path / "samples.json").unlink()
     with pytest.raises(PipelineInputError, match=r"samples\.json is missing; re-run evaluate"):
         read_samples(tmp_path)
+
+
+# ---------------------------------------------------------------------------- metrics on the run and the model
+
+EVALUATED = {"perplexity": 225.2, "base_perplexity": 4142.4, "eval_loss": 5.42, "eval_set": "abc"}
+TRAINED = {"train_loss": 5.6, "train_tokens": 4096, "train_runtime_s": 5.6, "train_tokens_per_s": 731.4}
+
+
+def test_evaluation_metrics_hold_the_scores_and_bits_per_byte_only_where_evaluate_measured_it():
+    from lmpipe.registry.mlflow_run import evaluation_metrics
+
+    assert evaluation_metrics(EVALUATED) == {"perplexity": 225.2, "base_perplexity": 4142.4, "eval_loss": 5.42}
+    assert evaluation_metrics(EVALUATED | {"bits_per_byte": None, "base_bits_per_byte": None}) == evaluation_metrics(
+        EVALUATED
+    )
+    with_bits = evaluation_metrics(EVALUATED | {"bits_per_byte": 1.9, "base_bits_per_byte": 5.1})
+    assert (with_bits["bits_per_byte"], with_bits["base_bits_per_byte"]) == (1.9, 5.1)
+
+
+def test_evaluation_metrics_cap_an_untrained_models_overflowing_perplexity():
+    from lmpipe.registry.mlflow_run import evaluation_metrics
+
+    assert evaluation_metrics(EVALUATED | {"base_perplexity": float("inf")})["base_perplexity"] == 1e300
+
+
+def test_training_metrics_of_an_older_artifact_have_no_system_metrics():
+    from lmpipe.registry.mlflow_run import training_metrics
+
+    assert training_metrics(TRAINED) == TRAINED  # train_metrics.json written before they were recorded
+
+
+def test_training_metrics_put_the_system_metrics_under_system():
+    from lmpipe.registry.mlflow_run import training_metrics
+
+    cpu = training_metrics(TRAINED | {"peak_host_memory_mb": 812.5})
+    assert cpu == TRAINED | {"system/peak_host_memory_mb": 812.5}
+    gpu = training_metrics(
+        TRAINED | {"peak_host_memory_mb": 812.5, "gpu_peak_memory_mb": 2048.0, "gpu_utilization_pct": 87.5}
+    )
+    assert {key: value for key, value in gpu.items() if key.startswith("system/")} == {
+        "system/peak_host_memory_mb": 812.5,
+        "system/gpu_peak_memory_mb": 2048.0,
+        "system/gpu_utilization_pct": 87.5,
+    }
+
+
+def test_run_and_model_metrics_put_the_scores_on_the_model_with_their_set_and_the_curves_on_the_run_only(tmp_path):
+    from types import SimpleNamespace
+
+    from lmpipe.registry.mlflow_run import run_and_model_metrics
+
+    (tmp_path / "train_history.json").write_text('[{"step": 4, "loss": 6.1, "learning_rate": 0.001}]')
+    evaluated = EVALUATED | {"base_eval_loss": 8.3}
+    test_set = SimpleNamespace(name="test-blocks", digest="abcd1234")
+    points = run_and_model_metrics("run", "m-1", test_set, evaluated, TRAINED | {"train_steps": 8}, tmp_path, 7)
+    on_model = {p.key: (p.dataset_name, p.dataset_digest) for p in points if p.model_id == "m-1"}
+    assert on_model == {
+        **{key: (None, None) for key in TRAINED},  # as log_model copies a run's step-0 metrics onto its model
+        **{key: ("test-blocks", "abcd1234") for key in ("perplexity", "base_perplexity", "eval_loss")},
+    }
+    curves = sorted((p.key, p.step) for p in points if p.model_id is None)
+    assert curves == [("eval/loss", 0), ("eval/loss", 8), ("train/learning_rate", 4), ("train/loss", 4)]
+    assert {p.timestamp for p in points} == {7} and {p.step for p in points if p.model_id} == {0}
