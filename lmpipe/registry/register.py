@@ -121,7 +121,6 @@ def write_version(
     existing = find_registered_version(client, name, key)
     if existing is not None and existing.tags.get(COMPLETE_TAG) == "true":
         log.info(f"register: {name} version {existing.version} already holds these artifacts; not adding another")
-        tags = existing.tags
         return registration_record(
             config,
             objective,
@@ -129,8 +128,8 @@ def write_version(
             int(existing.version),
             existing.run_id,
             client.get_run(existing.run_id).info.experiment_id,
-            tags.get(ALIAS_TAG),
-            tags.get(REASON_TAG, ""),
+            existing.tags.get(ALIAS_TAG),
+            existing.tags.get(REASON_TAG, ""),
             metrics,
         )
 
