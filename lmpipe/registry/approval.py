@@ -103,7 +103,10 @@ def record_decision(
     when = (at or datetime.now(timezone.utc)).isoformat(timespec="seconds")
     note = one_line(note)[:NOTE_LIMIT]
     if verdict == "approve":
+        held_as_challenger = str(client.get_registered_model(name).aliases.get(CHALLENGER)) == str(version)
         client.set_registered_model_alias(name, CHAMPION, str(version))
+        if held_as_challenger:  # one version, one role: it no longer waits as the challenger
+            client.delete_registered_model_alias(name, CHALLENGER)
         client.set_model_version_tag(name, str(version), ALIAS_TAG, CHAMPION)
         client.set_model_version_tag(name, str(version), REASON_TAG, f"approved by a reviewer: {note or 'no note'}")
     for key, value in {DECISION_TAG: verdict, NOTE_TAG: note, AT_TAG: when}.items():

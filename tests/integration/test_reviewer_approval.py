@@ -131,6 +131,7 @@ def test_approving_moves_champion_and_records_the_decision(history):
     client = MlflowClient(uri)
     v2 = client.get_model_version(NAME, "2")
     assert str(client.get_model_version_by_alias(NAME, "champion").version) == "2"
+    assert runs["v2-aliases"] == {"champion": "2"}  # approved: no longer also the challenger
     assert v2.tags["review.decision"] == "approve" and v2.tags["review.note"] == "reads well"
     assert v2.tags[STATUS_TAG] == "approved" and v2.tags["review.at"].startswith("20")
     assert v2.description.splitlines()[0].startswith(f"# {NAME} v2: approved by a reviewer on ")

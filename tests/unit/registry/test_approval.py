@@ -41,6 +41,12 @@ class Registry:
     def set_registered_model_alias(self, name, alias, version):
         self.aliases[alias] = version
 
+    def delete_registered_model_alias(self, name, alias):
+        del self.aliases[alias]
+
+    def get_registered_model(self, name):
+        return SimpleNamespace(aliases={alias: int(version) for alias, version in self.aliases.items()})
+
     def set_model_version_tag(self, name, version, key, value):
         self.tags[key] = value
 
@@ -84,7 +90,7 @@ def test_the_heading_replaces_only_the_first_line():
 def test_approve_moves_champion_and_tags_the_decision_last_status():
     registry = Registry()
     assert record_decision(registry, "m", 2, "approve", "reads well", at=AT) == "approved"
-    assert registry.aliases == {"champion": "2", "challenger": "2"}
+    assert registry.aliases == {"champion": "2"}  # no longer the challenger too
     assert registry.tags["review.decision"] == "approve" and registry.tags["review.note"] == "reads well"
     assert registry.tags["review.at"] == "2026-12-07T12:00:00+00:00" and registry.tags["review.status"] == "approved"
     assert registry.tags["lmpipe.alias"] == CHAMPION
