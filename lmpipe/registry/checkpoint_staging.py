@@ -19,13 +19,10 @@ from __future__ import annotations
 
 import os
 import shutil
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from typing import Any
 
-_lock = threading.Lock()
-_depth = 0  # registers overlapping in one process (the both flow): installed by the first, removed by the last
+from lmpipe.registry.shared_patch import SharedPatch
 
 
 def link_or_copy(source: str, target: str) -> str:
@@ -48,20 +45,9 @@ class _LinkingShutil:
         return shutil.copytree(source, target, **{"copy_function": link_or_copy, **options})
 
 
-@contextmanager
-def checkpoint_staged_by_links() -> Iterator[None]:
-    """While inside, log_model of a checkpoint directory links its files into MLflow's staging directory."""
-    from mlflow.transformers import model_io
+_MODEL_IO_SHUTIL = SharedPatch("mlflow.transformers.model_io", "shutil", lambda _shutil: _LinkingShutil())
 
-    global _depth
-    with _lock:
-        if _depth == 0:
-            model_io.shutil = _LinkingShutil()
-        _depth += 1
-    try:
-        yield
-    finally:
-        with _lock:
-            _depth -= 1
-            if _depth == 0:
-                model_io.shutil = shutil
+
+def checkpoint_staged_by_links() -> AbstractContextManager[None]:
+    """While inside, log_model of a checkpoint directory links its files into MLflow's staging directory."""
+    return _MODEL_IO_SHUTIL.applied()

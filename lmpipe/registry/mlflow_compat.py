@@ -9,36 +9,19 @@ tests/unit/registry/test_mlflow_compat.py fails once MLflow no longer needs this
 from __future__ import annotations
 
 import importlib
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from typing import Any
 
-_lock = threading.Lock()
-_depth = 0  # registers overlapping in one process (the both flow): installed by the first, removed by the last
+from lmpipe.registry.shared_patch import SharedPatch
 
 
-@contextmanager
-def pipeline_classes_resolved() -> Iterator[None]:
+def pipeline_classes_resolved() -> AbstractContextManager[None]:
     """While inside, check_task answers with a copy whose impl is the pipeline class itself.
 
     transformers' own `pipeline()` accepts a class or a string there, so a pipeline built
     concurrently is unaffected; an impl that already is a class is passed through unchanged.
     """
-    from transformers import pipelines
-
-    global _depth
-    with _lock:
-        if _depth == 0:
-            pipelines.check_task = _resolving(pipelines.check_task)
-        _depth += 1
-    try:
-        yield
-    finally:
-        with _lock:
-            _depth -= 1
-            if _depth == 0:
-                pipelines.check_task = pipelines.check_task.original
+    return _CHECK_TASK.applied()
 
 
 def _resolving(original: Any) -> Any:
@@ -49,5 +32,7 @@ def _resolving(original: Any) -> Any:
             targeted = {**targeted, "impl": getattr(importlib.import_module(module), name)}
         return normalized, targeted, options
 
-    check_task.original = original  # type: ignore[attr-defined]
     return check_task
+
+
+_CHECK_TASK = SharedPatch("transformers.pipelines", "check_task", _resolving)

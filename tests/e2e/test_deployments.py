@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
+from uuid import UUID
 
 import pytest
 from e2e_stack import TEST_ARTIFACTS, wait_for_final_state
 from mlflow import MlflowClient
 from pipeline_probe import ONE_MODEL_TASK_RUNS, task_states
 from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
 
 pytestmark = pytest.mark.e2e
 
@@ -20,6 +23,36 @@ GPU_DEPLOYMENTS = {"both/both-gpu", "clm/clm-gpu", "mlm/mlm-gpu"}
 def deployment(name: str):
     with get_client(sync_client=True) as client:
         return client.read_deployment_by_name(name)
+
+
+def deployment_run_ids(deployment_id: UUID) -> set[UUID]:
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id])))
+    return {run.id for run in runs}
+
+
+def the_one_new_run(deployment_id: UUID, before: set[UUID], timeout_s: float = 60) -> str:
+    deadline = time.monotonic() + timeout_s
+    while not (new := deployment_run_ids(deployment_id) - before):
+        assert time.monotonic() < deadline, f"the UI's Submit made no flow run of deployment {deployment_id}"
+        time.sleep(1)
+    assert len(new) == 1, f"one Submit made {len(new)} flow runs"
+    return str(new.pop())
+
+
+def open_from_runs_tab(page, flow_run_id: str, timeout_s: float = 300) -> None:
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    link = page.locator(f"a[href*='/runs/flow-run/{flow_run_id}']").first
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            link.click(timeout=15_000)
+            break
+        except PlaywrightTimeout:
+            assert time.monotonic() < deadline, f"run {flow_run_id} never appeared on the deployment's Runs tab"
+            page.reload()
+    page.wait_for_url(f"**/runs/flow-run/{flow_run_id}**", timeout=30_000)
 
 
 # ---------------------------------------------------------------------------- what prefect deploy made
@@ -135,13 +168,16 @@ def test_custom_run_started_from_the_prefect_ui_form_completes(stack):
             learning_rate.fill("0.003")
             expect(learning_rate).to_have_value("0.003")
             page.screenshot(path=str(TEST_ARTIFACTS / "prefect-ui-custom-run-form.png"))
+            runs_before = deployment_run_ids(target.id)
             page.get_by_role("button", name="Submit").click()
 
-            # Back on the deployment's Runs tab: open the run just started, as a user would.
-            page.wait_for_url(f"**/deployments/deployment/{target.id}**", timeout=30_000)
-            page.locator("a[href*='/runs/flow-run/']").first.click()
-            page.wait_for_url("**/runs/flow-run/**", timeout=30_000)
-            flow_run_id = page.url.rstrip("/").split("/")[-1].split("?")[0]
+            # The form page is .../deployment/<id>/run: only leaving it proves the UI created the run.
+            page.wait_for_url(lambda url: url.split("?")[0].rstrip("/").endswith(str(target.id)), timeout=60_000)
+            flow_run_id = the_one_new_run(target.id, runs_before)
+            # Open it from the deployment's Runs tab, as a user would. That tab leaves out Scheduled
+            # runs and refreshes on its own clock, so on a loaded machine the row can take a while:
+            # the user reloads until it is there.
+            open_from_runs_tab(page, flow_run_id)
             # The run's state badge: exact text, so log lines like "... completed successfully" don't count.
             expect(page.get_by_text("Completed", exact=True).first).to_be_visible(timeout=600_000)
             page.screenshot(path=str(TEST_ARTIFACTS / "prefect-ui-run-completed.png"))
