@@ -203,8 +203,8 @@ def log_training_run(
     config: PipelineConfig,
     lineage: dict[str, str],
     log: logging.Logger | logging.LoggerAdapter = _log,
-) -> tuple[str, str]:
-    """One MLflow run with everything but the version; returns (run id, model URI)."""
+) -> tuple[Any, str]:
+    """One MLflow run with everything but the version; returns (its RunInfo, the model URI)."""
     import mlflow
     from mlflow.entities import Param
 
@@ -241,4 +241,4 @@ def log_training_run(
         )
         # Last: the run is complete and can be registered (a retry that finds it has everything above).
         client.set_tag(run_id, MODEL_URI_TAG, info.model_uri)
-    return run_id, info.model_uri
+    return run.info, info.model_uri

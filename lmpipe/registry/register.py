@@ -144,10 +144,10 @@ def write_version(
         run = find_logged_run(client, experiment_id, key, log)
         logged_now = run is None
         if run is not None:
-            run_id, model_uri = run.info.run_id, run.data.tags[MODEL_URI_TAG]
-            log.info(f"register: run {run_id} already holds the logged model; registering it")
+            run_info, model_uri = run.info, run.data.tags[MODEL_URI_TAG]
+            log.info(f"register: run {run_info.run_id} already holds the logged model; registering it")
         else:
-            run_id, model_uri = log_training_run(
+            run_info, model_uri = log_training_run(
                 client,
                 experiment_id,
                 key,
@@ -161,9 +161,10 @@ def write_version(
                 log,
             )
     else:
-        run_id, experiment_id = existing.run_id, client.get_run(existing.run_id).info.experiment_id
+        run_info = client.get_run(existing.run_id).info
         log.info(f"register: completing {name} version {existing.version}, which an earlier attempt registered halfway")
 
+    run_id, experiment_id = run_info.run_id, run_info.experiment_id
     # The gate runs before a new version exists: no champion can be it, so its number is not needed yet.
     candidate = Candidate(
         int(existing.version) if existing is not None else NOT_CREATED_YET,
@@ -221,7 +222,7 @@ def write_version(
         version, described = int(existing.version), False
         for tag, value in decision_tags.items():  # the gate may decide otherwise than the attempt that died
             client.set_model_version_tag(name, str(version), tag, value)
-    publish_card(client, name, version, run_id, card_of(version), samples, decision, described)
+    publish_card(client, name, version, run_info.artifact_uri, card_of(version), samples, decision, described)
     log.info(
         f"register: {name} version {version} (run {run_id}), perplexity {metrics['perplexity']:.2f}, "
         f"alias {decision.alias or 'none'}: {decision.reason}"
@@ -254,6 +255,7 @@ def create_version(
     except MlflowException as error:
         if error.error_code not in ("RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"):
             raise
+        refuse_if_prompt(client, name)  # it existed: a model of ours or someone's, or an MLflow 3 prompt
     model_id = model_uri.removeprefix("models:/")  # MLflow 3 logs every model as models:/<model id>
     created = client.create_model_version(
         name, model_uri, run_id, tags=tags, description=description, model_id=model_id
@@ -269,7 +271,7 @@ def publish_card(
     client: Any,
     name: str,
     version: int,
-    run_id: str,
+    run_artifacts: str,
     card: str,
     samples: list[dict[str, Any]],
     decision: Decision,
@@ -277,15 +279,44 @@ def publish_card(
 ) -> None:
     """Card and samples, the description (unless the version was created with it) and the alias; the completion
     tag goes last, so a crash here is completed on retry."""
+    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
     with tempfile.TemporaryDirectory(prefix="lmpipe-card-") as scratch:
         (Path(scratch) / CARD_FILE).write_text(card, encoding="utf-8")
         (Path(scratch) / "samples.json").write_text(json.dumps(samples, indent=2, default=str))  # as log_dict
-        client.log_artifacts(run_id, scratch)  # both files in one call
+        # Both files in one call, straight to the run's artifact store: MlflowClient.log_artifacts would read
+        # the run again for the location the caller already holds.
+        get_artifact_repository(run_artifacts, tracking_uri=client.tracking_uri).log_artifacts(scratch)
     if not described:
         client.update_model_version(name, str(version), description=description_of(card))
+    registry = registry_writer_of(client)
     if decision.alias is not None:
-        client.set_registered_model_alias(name, decision.alias, str(version))
-    client.set_model_version_tag(name, str(version), COMPLETE_TAG, "true")
+        registry.set_registered_model_alias(name, decision.alias, str(version))
+    registry.set_model_version_tag(name, str(version), COMPLETE_TAG, "true")
+
+
+def refuse_if_prompt(client: Any, name: str) -> None:
+    """MLflow 3 keeps prompts as registered models with a tag; a version of ours must never land in one."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.get_registered_model(name)  # MlflowClient answers "not found" for a name that holds a prompt
+    except MlflowException as error:
+        if error.error_code != "RESOURCE_DOES_NOT_EXIST":
+            raise
+        raise PipelineInputError(
+            f"registry: '{name}' is an MLflow prompt, not a model; choose another registry.clm_model_name or "
+            "registry.mlm_model_name"
+        ) from None
+
+
+def registry_writer_of(client: Any) -> Any:
+    """MlflowClient's own model-registry client. MlflowClient puts a prompt check (get_registered_model, which
+    reads the model with its aliases and latest versions) in front of every alias and version-tag write; a
+    registration of ours has already checked (create_version, or its version carries our key), so its last
+    two writes go straight to the registry: two reads fewer, ~25% of a small model's registration.
+    tests/unit/registry/test_register_helpers.py fails if MlflowClient stops wrapping these calls."""
+    return client._get_registry_client()
 
 
 def registration_record(

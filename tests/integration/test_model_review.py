@@ -291,7 +291,10 @@ def test_a_version_registered_halfway_is_completed_not_duplicated(history, monke
     config = history.config(f"registry.clm_model_name={name}")
     model_dir, eval_dir = _artifacts_of(history, "worse")
 
-    register_failing_at(monkeypatch, MlflowClient, "set_registered_model_alias", model_dir, eval_dir, config)
+    # register sets the alias through MlflowClient's registry client (lmpipe.registry.register.registry_writer_of).
+    from mlflow.tracking._model_registry.client import ModelRegistryClient
+
+    register_failing_at(monkeypatch, ModelRegistryClient, "set_registered_model_alias", model_dir, eval_dir, config)
     (half,) = history.client.search_model_versions(f"name = '{name}'")
     assert register_task.COMPLETE_TAG not in half.tags
 

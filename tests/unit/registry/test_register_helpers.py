@@ -155,3 +155,65 @@ def test_run_and_model_metrics_put_the_scores_on_the_model_with_their_set_and_th
     curves = sorted((p.key, p.step) for p in points if p.model_id is None)
     assert curves == [("eval/loss", 0), ("eval/loss", 8), ("train/learning_rate", 4), ("train/loss", 4)]
     assert {p.timestamp for p in points} == {7} and {p.step for p in points if p.model_id} == {0}
+
+
+# ---------------------------------------------------------------------------- writes without MLflow's prompt lookups
+
+
+@pytest.fixture
+def sqlite_registry(tmp_path):
+    from mlflow import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    run = client.create_run(client.create_experiment("e"))
+    client.create_registered_model("m")
+    client.create_model_version("m", "file:/nowhere", run.info.run_id)
+    return client
+
+
+def test_mlflow_still_reads_the_model_before_each_alias_and_tag_write_and_our_writer_does_not(
+    sqlite_registry, monkeypatch
+):
+    from mlflow import MlflowClient
+
+    from lmpipe.registry.register import registry_writer_of
+
+    reads = []
+    original = MlflowClient.get_registered_model
+    monkeypatch.setattr(
+        MlflowClient, "get_registered_model", lambda self, name: reads.append(name) or original(self, name)
+    )
+
+    sqlite_registry.set_registered_model_alias("m", "champion", "1")
+    sqlite_registry.set_model_version_tag("m", "1", "t", "v")
+    assert reads == ["m", "m"], "MlflowClient no longer checks for prompts first: registry_writer_of is not needed"
+
+    reads.clear()
+    registry_writer_of(sqlite_registry).set_registered_model_alias("m", "challenger", "1")
+    registry_writer_of(sqlite_registry).set_model_version_tag("m", "1", "lmpipe.complete", "true")
+    assert reads == []
+    version = sqlite_registry.get_model_version("m", "1")
+    assert version.tags["lmpipe.complete"] == "true" and "challenger" in version.aliases
+
+
+def test_a_registered_name_held_by_an_mlflow_prompt_is_refused_in_one_line(tmp_path):
+    import mlflow
+    from mlflow import MlflowClient
+
+    from lmpipe.errors import PipelineInputError
+    from lmpipe.registry.register import refuse_if_prompt
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    mlflow.set_registry_uri(uri)
+    try:
+        mlflow.genai.register_prompt("summarise", template="Summarise {{text}}")
+    finally:
+        mlflow.set_registry_uri(None)
+    client = MlflowClient(uri)
+    with pytest.raises(
+        PipelineInputError, match=r"^registry: 'summarise' is an MLflow prompt.*clm_model_name"
+    ) as error:
+        refuse_if_prompt(client, "summarise")
+    assert "\n" not in str(error.value)
+    client.create_registered_model("a-model")
+    refuse_if_prompt(client, "a-model")  # an ordinary model passes
