@@ -14,6 +14,8 @@ OFFLINE_DEFAULTS = {
     "MLFLOW_DISABLE_TELEMETRY": "true",
     "HF_HUB_DISABLE_TELEMETRY": "1",
     "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",  # progress is logged by the tasks instead
+    # A bar per small file (a card read back by `lmpipe review`) would push lmpipe's one line off the screen.
+    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
     "TOKENIZERS_PARALLELISM": "false",  # tokenize parallelises with processes; threads would oversubscribe
 }
 

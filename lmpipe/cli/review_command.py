@@ -6,12 +6,18 @@ It sends the same input as the Prefect UI's Resume form, to the flow run that re
 
 from __future__ import annotations
 
+import logging
 import sys
 import time
 from typing import Any
 
-from lmpipe.orchestration.review_wait import pause_key
-from lmpipe.registry.approval import AWAITING, REVIEW_RUN_TAG, STATUS_TAG
+from lmpipe.orchestration.review_wait import close_ended_reviews, pause_key
+from lmpipe.registry.approval import AWAITING, CHALLENGER, REVIEW_RUN_TAG, STATUS_TAG, TIMED_OUT
+
+# The refusal is the one line a reviewer reads; closing an ended review logs nothing beside it.
+_SAID_BY_THE_REFUSAL = logging.getLogger(f"{__name__}.closing")
+_SAID_BY_THE_REFUSAL.propagate = False
+_SAID_BY_THE_REFUSAL.addHandler(logging.NullHandler())
 
 
 class ReviewRefused(Exception):
@@ -31,12 +37,14 @@ def waiting_flow_run(version: Any, name: str, number: int) -> Any:
     with get_client(sync_client=True) as client:
         run = client.read_flow_run(run_id)
     state = run.state
+    if state is not None and state.is_final():
+        raise ReviewRefused(
+            f"flow run {run.name} ({run_id}) ended {state.name} without a decision; {name} v{number} is now "
+            f"marked {TIMED_OUT} and stays {CHALLENGER}"
+        )
     if state is None or not state.is_paused():
         shown = state.name if state else "unknown"
-        raise ReviewRefused(
-            f"flow run {run.name} ({run_id}) is {shown}, not waiting for a reviewer; "
-            f"{name} v{number} keeps its alias (its review may have timed out)"
-        )
+        raise ReviewRefused(f"flow run {run.name} ({run_id}) is {shown}, not waiting for a reviewer yet; try again")
     if state.state_details.pause_key != pause_key(name, number):
         raise ReviewRefused(f"flow run {run.name} ({run_id}) is waiting for the review of another version first")
     return run
@@ -51,7 +59,11 @@ def send_review(
 
     client = MlflowClient(tracking_uri)
     version = client.get_model_version(name, str(number))
-    run = waiting_flow_run(version, name, number)
+    try:
+        run = waiting_flow_run(version, name, number)
+    except ReviewRefused:
+        close_ended_reviews(client, name, _SAID_BY_THE_REFUSAL)  # a run ended unanswered: version and card say so
+        raise
     decision = "approve" if approve else "reject"
     resume_flow_run(run.id, run_input={"decision": decision, "note": note})
     sent = f"sent '{decision}' for {name} v{number} to flow run {run.name} ({run.id})"

@@ -89,15 +89,19 @@ def await_reviews(registration_dirs: list[str], config: PipelineConfig) -> str |
     from mlflow import MlflowClient
     from prefect import get_run_logger, runtime
 
+    from lmpipe.orchestration.registry_writer import registry_writer
     from lmpipe.registry.approval import AWAITING, record_decision, record_timeout, review_status
     from lmpipe.registry.identity import tracking_uri
 
     log = get_run_logger()
     client = MlflowClient(tracking_uri(config))
     this_run = str(runtime.flow_run.id)
+    registrations = [json.loads((Path(directory) / REGISTRATION_FILE).read_text()) for directory in registration_dirs]
+    for name in sorted({registration["model_name"] for registration in registrations}):
+        with registry_writer(name, log):
+            close_ended_reviews(client, name, log)
     undecided = []
-    for directory in registration_dirs:
-        registration = json.loads((Path(directory) / REGISTRATION_FILE).read_text())
+    for registration in registrations:
         name, number = registration["model_name"], registration["version"]
         version = client.get_model_version(name, str(number))
         if review_status(version) != AWAITING or version.tags.get(REVIEW_RUN_TAG) != this_run:
@@ -108,8 +112,6 @@ def await_reviews(registration_dirs: list[str], config: PipelineConfig) -> str |
             record_timeout(client, name, number, log)
             undecided.append(f"{name} v{number}")
             continue
-        from lmpipe.orchestration.registry_writer import registry_writer
-
         with registry_writer(name, log):  # the champion alias moves under the model's one-writer limit
             record_decision(client, name, number, answer.decision, answer.note, log)
     if undecided:
@@ -118,6 +120,38 @@ def await_reviews(registration_dirs: list[str], config: PipelineConfig) -> str |
             f"{config.registry.review_timeout} s; it stays challenger"
         )
     return None
+
+
+def close_ended_reviews(client: Any, name: str, log: logging.Logger | logging.LoggerAdapter = _log) -> list[int]:
+    """Versions of `name` still tagged awaiting whose flow run has ended are marked timed-out; returns their numbers.
+
+    A suspended run nobody resumed ends without running any of our code (Prefect expires the pause, the
+    automation completes the run), so its version would say "awaiting review" for ever. The next reviewing run
+    of the model, or `lmpipe review` of that version, closes it here, as an in-process pause does itself."""
+    from lmpipe.registry.approval import AWAITING, STATUS_TAG, record_timeout
+
+    closed = []
+    for version in client.search_model_versions(f"name = '{name}' and tags.`{STATUS_TAG}` = '{AWAITING}'"):
+        if review_run_ended(version.tags.get(REVIEW_RUN_TAG)):
+            record_timeout(client, name, int(version.version), log)
+            closed.append(int(version.version))
+    return closed
+
+
+def review_run_ended(run_id: str | None) -> bool:
+    """Whether the flow run a version waits on is over. A run this Prefect server does not know is left alone:
+    it may wait on another server that shares the MLflow registry."""
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    if not run_id:
+        return False
+    with get_client(sync_client=True) as prefect:
+        try:
+            state = prefect.read_flow_run(run_id).state
+        except ObjectNotFound:
+            return False
+    return state is not None and state.is_final()
 
 
 def wait_for_reviewer(

@@ -133,3 +133,13 @@ def test_a_suspended_review_nobody_answers_ends_completed_as_not_reviewed(stack)
         if v.tags.get("review.flow_run_id") == str(run.id)
     ]
     assert version.tags["lmpipe.alias"] == "challenger"
+    # None of our code ran when the pause expired, so the version still says awaiting; the first reviewer
+    # who tries it is told the run ended, and the version and its card say "not reviewed" from then on.
+    from lmpipe.cli.review_command import ReviewRefused, send_review
+
+    assert version.tags["review.status"] == "awaiting"
+    with pytest.raises(ReviewRefused, match=f"ended Not reviewed without a decision; {NAME} v{version.version} is now"):
+        send_review(stack.mlflow_url, NAME, int(version.version), approve=True, note="", wait_s=0)
+    closed = MlflowClient(stack.mlflow_url).get_model_version(NAME, version.version)
+    assert closed.tags["review.status"] == "timed-out"
+    assert closed.description.splitlines()[0].startswith(f"# {NAME} v{version.version}: not reviewed")

@@ -188,3 +188,40 @@ def test_lmpipe_review_refuses_a_version_not_waiting_in_one_line(history):
     )
     assert done.returncode == 2
     assert done.stderr.strip() == f"lmpipe: {NAME} v2 is not awaiting review (review.status=approved)"
+
+
+def test_a_version_whose_run_ended_unanswered_is_closed_by_lmpipe_review_and_by_the_next_run(history):
+    # What a suspended deployment run leaves when nobody answers: Prefect expires the pause and the automation
+    # completes the run, with none of our code running, so the version still says "awaiting". v4's run is over.
+    uri, runs = history
+    client = MlflowClient(uri)
+
+    def left_awaiting() -> None:
+        client.set_model_version_tag(NAME, "4", STATUS_TAG, "awaiting")
+
+    left_awaiting()
+    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value()}
+    done = subprocess.run(
+        [sys.executable, "-m", "lmpipe.cli", "review", NAME, "4", "--approve", "--tracking-uri", uri],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr  # one line, the refusal, and nothing else
+    line = lines[0]
+    assert "ended Completed without a decision" in line and line.endswith(
+        f"{NAME} v4 is now marked timed-out and stays challenger"
+    )
+    v4 = client.get_model_version(NAME, "4")
+    assert v4.tags[STATUS_TAG] == "timed-out" and v4.description.splitlines()[0].startswith(
+        f"# {NAME} v4: not reviewed"
+    )
+    assert str(client.get_model_version_by_alias(NAME, "champion").version) == "2", "nothing was approved"
+
+    left_awaiting()
+    state = clm_flow(runs["config"]("train.max_steps=40", *REVIEWER), return_state=True)  # all Cached, as weekly
+    assert state.is_completed(), state.message
+    assert client.get_model_version(NAME, "4").tags[STATUS_TAG] == "timed-out"
