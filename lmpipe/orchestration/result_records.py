@@ -14,12 +14,12 @@ run sees the change.
 
 from __future__ import annotations
 
-import os
-import uuid
 from pathlib import Path
 from typing import Any
 
 from prefect.filesystems import LocalFileSystem
+
+from lmpipe.store.atomic_file import write_atomically
 
 RESULTS_DIR = ".prefect-results"  # beside the stage directories; `lmpipe gc` leaves it alone
 
@@ -32,10 +32,7 @@ class AtomicLocalFileSystem(LocalFileSystem):
 
     def _write_atomically(self, path: str, content: bytes) -> str:
         target = self._resolve_path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        scratch = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}")
-        scratch.write_bytes(content)
-        os.replace(scratch, target)
+        write_atomically(target, content)
         return str(target)
 
     async def awrite_path(self, path: str, content: bytes) -> str:

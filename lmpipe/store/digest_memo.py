@@ -13,11 +13,10 @@ its stat or `lmpipe verify` / a rebuild reads it.
 from __future__ import annotations
 
 import json
-import os
 import time
-import uuid
 from pathlib import Path
 
+from lmpipe.store.atomic_file import write_atomically
 from lmpipe.store.keys import file_digest, fingerprint
 
 MEMO_DIR = ".digests"  # under the artifact root, beside the stage directories
@@ -41,8 +40,6 @@ def remembered_digest(path: Path, root: str | Path) -> str:
     changed = (after.st_size, after.st_mtime_ns) != (stat.st_size, stat.st_mtime_ns)
     if changed or time.time() - after.st_mtime < RACY_S:
         return digest  # true of the bytes just read, but not to be trusted for the next lookup
-    memo.parent.mkdir(parents=True, exist_ok=True)
-    scratch = memo.with_name(f".{memo.name}.{uuid.uuid4().hex[:8]}")
-    scratch.write_text(json.dumps({"path": str(path), "version": version, "sha256": digest}))
-    os.replace(scratch, memo)  # atomic: a concurrent reader sees the old memo or the new one
+    # Atomic: a concurrent reader sees the old memo or the new one.
+    write_atomically(memo, json.dumps({"path": str(path), "version": version, "sha256": digest}).encode())
     return digest
