@@ -197,19 +197,15 @@ def test_mlflow_still_reads_the_model_before_each_alias_and_tag_write_and_our_wr
 
 
 def test_a_registered_name_held_by_an_mlflow_prompt_is_refused_in_one_line(tmp_path):
-    import mlflow
     from mlflow import MlflowClient
 
     from lmpipe.errors import PipelineInputError
     from lmpipe.registry.register import refuse_if_prompt
 
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
-    mlflow.set_registry_uri(uri)
-    try:
-        mlflow.genai.register_prompt("summarise", template="Summarise {{text}}")
-    finally:
-        mlflow.set_registry_uri(None)
-    client = MlflowClient(uri)
+    # A client of its own: mlflow.set_registry_uri would also set MLFLOW_REGISTRY_URI in this process's
+    # environment (and never unset it), sending every later subprocess of this test worker to this store.
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    client.register_prompt("summarise", template="Summarise {{text}}")
     with pytest.raises(
         PipelineInputError, match=r"^registry: 'summarise' is an MLflow prompt.*clm_model_name"
     ) as error:
